@@ -1,0 +1,43 @@
+"""`cloud-p2p` / `python -m nodesvc`: run one node.
+
+    SHARED_DIR=./shared_images NODE_ID=1 CONFIG_FILE=config.json cloud-p2p
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+
+from nodesvc.config import ConfigError, load_settings
+from nodesvc.node import Node
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help"):
+        print(__doc__.strip())
+        print("\nEnvironment: NODE_ID (required), CONFIG_FILE (default ./config.json),")
+        print("SHARED_DIR (overrides shared_dir), BIND (host:port, default: own peer address)")
+        return 0
+    try:
+        settings = load_settings(os.environ)
+    except ConfigError as exc:
+        print(f"cloud-p2p: error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    node = Node(settings)
+    try:
+        with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
+            runner.run(node.run())
+    except OSError as exc:  # the port is taken, or the address is not ours
+        print(f"cloud-p2p: error: cannot listen on {settings.bind_host}:{settings.bind_port}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

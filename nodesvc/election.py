@@ -1,0 +1,317 @@
+"""The bully election as a pure state machine (sans-I/O, in the manner of h11).
+
+The node feeds it events — `start`, `receive` (a peer's message), `delivery_failed` (a peer
+could not be reached) and `tick` (time passed) — each with the current time, and gets back
+actions: messages to send and lines to log. It never touches a socket or a clock, so tests
+drive an election step by step with a fake clock.
+
+The rules, in short:
+- a node that starts, or loses its leader, sends ELECTION to every higher id;
+- a higher node that is alive answers ALIVE and runs its own election;
+- a node that hears no ALIVE (all higher ids failed or stayed silent) becomes the leader and
+  announces COORDINATOR to everyone, with a term one above any it has seen;
+- a COORDINATOR from a lower id is answered by bullying it: we start our own election;
+- everyone sends HEARTBEAT to everyone every `heartbeat_ms`; a follower that hears nothing
+  from its leader for `leader_timeout_ms` (or fails to reach it) starts an election.
+Heartbeats carry each node's stored count, so a new leader knows the real load at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    LEADER = "leader"
+    FOLLOWER = "follower"
+    CANDIDATE = "candidate"
+
+
+class Kind(StrEnum):
+    ELECTION = "election"
+    ALIVE = "alive"
+    COORDINATOR = "coordinator"
+    HEARTBEAT = "heartbeat"
+    ACK = "ack"
+
+
+@dataclass(frozen=True)
+class Message:
+    kind: Kind
+    sender: int
+    term: int
+    leader: int | None
+    stored: int = 0
+    inflight: int = 0
+    config_hash: str = ""
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "kind": self.kind.value,
+            "sender": self.sender,
+            "term": self.term,
+            "leader": self.leader,
+            "stored": self.stored,
+            "inflight": self.inflight,
+            "config_hash": self.config_hash,
+        }
+
+    @classmethod
+    def from_dict(cls, data: object) -> Message:
+        """Build from decoded JSON; raise ValueError on anything malformed."""
+        if not isinstance(data, dict):
+            raise ValueError("message must be an object")
+        try:
+            leader = data["leader"]
+            msg = cls(
+                kind=Kind(data["kind"]),
+                sender=_int(data["sender"]),
+                term=_int(data["term"]),
+                leader=None if leader is None else _int(leader),
+                stored=_int(data.get("stored", 0)),
+                inflight=_int(data.get("inflight", 0)),
+                config_hash=str(data.get("config_hash", "")),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"bad message: {exc}") from None
+        return msg
+
+
+def _int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"expected a non-negative integer, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Send:
+    to: int
+    message: Message
+
+
+@dataclass(frozen=True)
+class Log:
+    text: str
+
+
+Action = Send | Log
+
+
+@dataclass
+class PeerView:
+    """What this node knows of one other node."""
+
+    id: int
+    alive: bool = False
+    last_heard: float | None = None
+    term: int = 0
+    role: str = "unknown"
+    leader: int | None = None
+    stored: int = 0
+    inflight: int = 0
+    config_hash: str = ""
+
+
+@dataclass(frozen=True)
+class Timings:
+    heartbeat: float = 0.15
+    leader_timeout: float = 0.6
+    election_timeout: float = 0.3
+
+
+@dataclass
+class Election:
+    node_id: int
+    peer_ids: list[int]
+    timings: Timings = field(default_factory=Timings)
+    config_hash: str = ""
+    role: Role = Role.CANDIDATE
+    term: int = 0
+    leader: int | None = None
+    stored: int = 0
+    inflight: int = 0
+    peers: dict[int, PeerView] = field(default_factory=dict)
+    _awaiting_alive: set[int] = field(default_factory=set)
+    _election_deadline: float | None = None
+    _coordinator_deadline: float | None = None
+    _next_heartbeat: float = 0.0
+    _warned_hash: set[int] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.peer_ids = sorted(p for p in self.peer_ids if p != self.node_id)
+        self.peers = {p: PeerView(p) for p in self.peer_ids}
+
+    # ---- events -------------------------------------------------------------------------
+
+    def start(self, now: float) -> list[Action]:
+        return self._begin_election(now, reason="starting")
+
+    def tick(self, now: float) -> list[Action]:
+        actions: list[Action] = []
+        for view in self.peers.values():
+            if view.alive and (view.last_heard is None
+                               or now - view.last_heard > self.timings.leader_timeout):
+                view.alive = False
+        if self.role is Role.CANDIDATE:
+            if self._election_deadline is not None and now >= self._election_deadline:
+                actions += self._become_leader(now)
+            elif self._coordinator_deadline is not None and now >= self._coordinator_deadline:
+                actions += self._begin_election(now, reason="no coordinator announced")
+        elif self.role is Role.FOLLOWER and self.leader is not None \
+                and not self.peers[self.leader].alive:
+            actions += self._begin_election(now, reason=f"leader {self.leader} is silent")
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + self.timings.heartbeat
+            actions += [Send(p, self._message(Kind.HEARTBEAT)) for p in self.peer_ids]
+        return actions
+
+    def receive(self, msg: Message, now: float) -> tuple[Message | None, list[Action]]:
+        """A message arrived (a request, or the reply to one we sent).
+
+        Returns the reply to send back (for requests) and the actions to carry out.
+        """
+        if msg.sender not in self.peers:
+            return None, [Log(f"[Node {self.node_id}] ignoring message from unknown node "
+                              f"{msg.sender}")]
+        actions = self._note(msg, now)
+        reply: Message | None = None
+        if msg.kind is Kind.ELECTION:
+            reply = self._message(Kind.ALIVE)
+            if msg.sender < self.node_id:
+                if self.role is Role.LEADER:
+                    actions.append(Send(msg.sender, self._message(Kind.COORDINATOR)))
+                elif self.role is Role.FOLLOWER and self._leader_alive_above_me():
+                    pass  # our leader got the same ELECTION and answers it with COORDINATOR
+                elif self.role is not Role.CANDIDATE:
+                    actions += self._begin_election(now, reason=f"election from {msg.sender}")
+        elif msg.kind is Kind.ALIVE:
+            if msg.sender > self.node_id and self.role is Role.CANDIDATE:
+                self._awaiting_alive.clear()
+                self._election_deadline = None
+                self._coordinator_deadline = (
+                    now + self.timings.leader_timeout + self.timings.election_timeout)
+        elif msg.kind in (Kind.COORDINATOR, Kind.HEARTBEAT):
+            reply = self._message(Kind.ACK)
+            if msg.kind is Kind.COORDINATOR or msg.leader == msg.sender:
+                actions += self._leader_claim(msg, now)
+        if self.role is Role.LEADER and (
+                msg.term > self.term
+                or (msg.term == self.term and msg.leader not in (None, self.node_id))):
+            # The peer has seen our term (or a later one) under another leader, e.g. we came
+            # back after a failover: move past it so a term names one leadership.
+            self.term = msg.term + 1
+            actions += [Send(p, self._message(Kind.COORDINATOR)) for p in self.peer_ids]
+            if reply is not None:
+                reply = self._message(reply.kind)
+        return reply, actions
+
+    def delivery_failed(self, peer: int, kind: Kind, now: float) -> list[Action]:
+        view = self.peers.get(peer)
+        if view is None:
+            return []
+        view.alive = False
+        actions: list[Action] = []
+        if kind is Kind.ELECTION and peer in self._awaiting_alive:
+            self._awaiting_alive.discard(peer)
+            if not self._awaiting_alive and self.role is Role.CANDIDATE \
+                    and self._election_deadline is not None:
+                # Every higher node refused at once: no need to wait for the timeout.
+                actions += self._become_leader(now)
+        elif peer == self.leader and self.role is Role.FOLLOWER:
+            actions += self._begin_election(now, reason=f"leader {peer} unreachable")
+        return actions
+
+    # ---- queries ------------------------------------------------------------------------
+
+    def alive_ids(self) -> list[int]:
+        """Ids that can take work now, this node included."""
+        return sorted([self.node_id, *(p for p, v in self.peers.items() if v.alive)])
+
+    def config_mismatches(self) -> list[int]:
+        return sorted(p for p, v in self.peers.items()
+                      if v.config_hash and v.config_hash != self.config_hash)
+
+    # ---- internals ----------------------------------------------------------------------
+
+    def _leader_alive_above_me(self) -> bool:
+        return (self.leader is not None and self.leader > self.node_id
+                and self.peers[self.leader].alive)
+
+    def _message(self, kind: Kind) -> Message:
+        return Message(kind, self.node_id, self.term, self.leader, self.stored, self.inflight,
+                       self.config_hash)
+
+    def _note(self, msg: Message, now: float) -> list[Action]:
+        """Record what a message tells us about its sender."""
+        view = self.peers[msg.sender]
+        view.alive = True
+        view.last_heard = now
+        view.term, view.leader = msg.term, msg.leader
+        view.stored, view.inflight = msg.stored, msg.inflight
+        view.role = Role.LEADER.value if msg.leader == msg.sender else "follower"
+        view.config_hash = msg.config_hash
+        if msg.config_hash and msg.config_hash != self.config_hash \
+                and msg.sender not in self._warned_hash:
+            self._warned_hash.add(msg.sender)
+            return [Log(f"[Node {self.node_id}] !!! CONFIG MISMATCH: node {msg.sender} runs "
+                        f"config {msg.config_hash}, this node runs {self.config_hash}. All nodes "
+                        "must have an identical config.json !!!")]
+        if msg.config_hash == self.config_hash:
+            self._warned_hash.discard(msg.sender)
+        return []
+
+    def _leader_claim(self, msg: Message, now: float) -> list[Action]:
+        """`msg.sender` says it leads (COORDINATOR, or a heartbeat from a leader)."""
+        claimant = msg.sender
+        if claimant < self.node_id:
+            # Bully: a live higher node never follows a lower one.
+            if self.role is Role.LEADER:
+                return [Send(claimant, self._message(Kind.COORDINATOR))]
+            if self.role is Role.FOLLOWER and self.leader is not None \
+                    and self.leader > claimant and self.peers[self.leader].alive:
+                return []  # our leader will bully it with its own heartbeats
+            if self.role is Role.CANDIDATE:
+                return []
+            return self._begin_election(now, reason=f"lower node {claimant} claims to lead")
+        if self.role is Role.FOLLOWER and self.leader is not None and self.leader > claimant \
+                and self.peers[self.leader].alive:
+            return []  # a stale claim; the higher leader wins
+        changed = self.leader != claimant or self.role is not Role.FOLLOWER
+        self.role = Role.FOLLOWER
+        self.leader = claimant
+        self.term = max(self.term, msg.term)
+        self._awaiting_alive.clear()
+        self._election_deadline = self._coordinator_deadline = None
+        return [Log(f"[Node {self.node_id}] Coordinator announced: {claimant}")] if changed else []
+
+    def _begin_election(self, now: float, reason: str) -> list[Action]:
+        self.role = Role.CANDIDATE
+        self.leader = None
+        self._coordinator_deadline = None
+        higher = [p for p in self.peer_ids if p > self.node_id]
+        actions: list[Action] = [Log(f"[Node {self.node_id}] starting election ({reason})")]
+        if not higher:
+            return actions + self._become_leader(now)
+        self._awaiting_alive = set(higher)
+        self._election_deadline = now + self.timings.election_timeout
+        actions += [Send(p, self._message(Kind.ELECTION)) for p in higher]
+        return actions
+
+    def _become_leader(self, now: float) -> list[Action]:
+        self.role = Role.LEADER
+        self.leader = self.node_id
+        self.term = max([self.term, *(v.term for v in self.peers.values())]) + 1
+        self._awaiting_alive.clear()
+        self._election_deadline = self._coordinator_deadline = None
+        self._next_heartbeat = now + self.timings.heartbeat
+        return [
+            Log(f"[Node {self.node_id}] no higher nodes -> becoming coordinator "
+                f"(term {self.term})"),
+            *(Send(p, self._message(Kind.COORDINATOR)) for p in self.peer_ids),
+        ]
+
+
+def snapshot(views: dict[int, PeerView]) -> dict[int, PeerView]:
+    """A copy of the peer table that later events will not change."""
+    return {p: replace(v) for p, v in views.items()}

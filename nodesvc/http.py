@@ -1,0 +1,331 @@
+"""HTTP/1.1 on asyncio streams, parsed by h11: a server and a keep-alive client pool.
+
+Requests and responses are whole messages (bodies are bounded by `max_image_bytes`), which
+keeps the handlers simple and lets the leader re-send a body to another node when a target
+fails mid-upload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+
+import h11
+import orjson
+
+READ_SIZE = 256 * 1024
+REASONS = {
+    200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 404: "Not Found",
+    405: "Method Not Allowed", 408: "Request Timeout", 409: "Conflict",
+    411: "Length Required", 413: "Content Too Large", 431: "Request Header Fields Too Large",
+    500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
+    507: "Insufficient Storage",
+}
+
+
+@dataclass
+class Request:
+    method: str
+    target: str
+    headers: dict[str, str]
+    body: bytes = b""
+
+    @property
+    def path(self) -> str:
+        return self.target.split("?", 1)[0]
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.headers:
+            if key.lower() == name:
+                return value
+        return None
+
+
+def json_response(status: int, data: object, headers: Iterable[tuple[str, str]] = ()) -> Response:
+    return Response(status, orjson.dumps(data), headers=list(headers))
+
+
+def error(status: int, err: str, detail: str = "", *,
+          headers: Iterable[tuple[str, str]] = ()) -> Response:
+    return json_response(status, {"error": err, "detail": detail}, headers)
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    max_body: int
+    header_timeout: float = 10.0   # slow or half-open clients are cut off
+    body_timeout: float = 60.0
+    idle_timeout: float = 75.0     # keep-alive connections with no request
+    max_header_bytes: int = 16 * 1024
+    max_connections: int = 1024
+
+
+class HttpServer:
+    def __init__(self, handler: Handler, limits: ServerLimits) -> None:
+        self.handler = handler
+        self.limits = limits
+        self.connections = 0
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.connections >= self.limits.max_connections:
+            writer.close()
+            return
+        self.connections += 1
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_header_bytes)
+        try:
+            await self._serve(conn, reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
+            pass
+        finally:
+            self.connections -= 1
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _serve(self, conn: h11.Connection, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> None:
+        first = True
+        while True:
+            timeout = self.limits.header_timeout if first else self.limits.idle_timeout
+            try:
+                event = await _next_event(conn, reader, timeout)
+            except h11.RemoteProtocolError as exc:
+                status = exc.error_status_hint
+                if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                    await _send(conn, writer, error(status, "bad request", str(exc)), close=True)
+                return
+            if isinstance(event, h11.ConnectionClosed):
+                return
+            first = False
+            assert isinstance(event, h11.Request)
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers}
+            request = Request(event.method.decode("ascii"), event.target.decode("latin-1"),
+                              headers)
+            try:
+                request.body = await self._read_body(conn, reader, writer, headers)
+            except BodyTooLarge:
+                await _send(conn, writer, error(
+                    413, "too large", f"body over {self.limits.max_body} bytes"), close=True)
+                return
+            except h11.RemoteProtocolError as exc:
+                await _send(conn, writer, error(400, "bad request", str(exc)), close=True)
+                return
+            try:
+                response = await self.handler(request)
+            except Exception as exc:  # a bug must not kill the node; it is logged and answered
+                print(f"[http] handler error on {request.method} {request.target}: {exc!r}",
+                      flush=True)
+                response = error(500, "internal error", type(exc).__name__)
+            await _send(conn, writer, response)
+            if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
+                return
+            try:
+                conn.start_next_cycle()
+            except h11.LocalProtocolError:
+                return
+
+    async def _read_body(self, conn: h11.Connection, reader: asyncio.StreamReader,
+                         writer: asyncio.StreamWriter, headers: dict[str, str]) -> bytes:
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.limits.max_body:
+            raise BodyTooLarge
+        if conn.they_are_waiting_for_100_continue:
+            writer.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
+        chunks: list[bytes] = []
+        size = 0
+        async with asyncio.timeout(self.limits.body_timeout):
+            while True:
+                event = await _next_event(conn, reader, None)
+                if isinstance(event, h11.Data):
+                    size += len(event.data)
+                    if size > self.limits.max_body:
+                        raise BodyTooLarge
+                    chunks.append(event.data)
+                elif isinstance(event, h11.EndOfMessage):
+                    return b"".join(chunks)
+                else:
+                    raise h11.RemoteProtocolError("connection closed mid-body")
+
+
+async def _next_event(conn: h11.Connection, reader: asyncio.StreamReader,
+                      timeout: float | None) -> h11.Event:
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            if timeout is None:
+                data = await reader.read(READ_SIZE)
+            else:
+                data = await asyncio.wait_for(reader.read(READ_SIZE), timeout)
+            conn.receive_data(data)
+            continue
+        if event is h11.PAUSED:
+            raise h11.RemoteProtocolError("pipelined request while busy")
+        return event
+
+
+async def _send(conn: h11.Connection, writer: asyncio.StreamWriter, response: Response,
+                close: bool = False) -> None:
+    headers = [("content-type", response.content_type),
+               ("content-length", str(len(response.body))), *response.headers]
+    if close:
+        headers.append(("connection", "close"))
+    try:
+        data = conn.send(h11.Response(status_code=response.status, headers=headers,
+                                      reason=REASONS.get(response.status, "")))
+        data += conn.send(h11.Data(data=response.body)) if response.body else b""
+        data += conn.send(h11.EndOfMessage())
+    except h11.LocalProtocolError:
+        return
+    writer.write(data)
+    await writer.drain()
+
+
+# ---- client ---------------------------------------------------------------------------
+
+
+class PeerUnreachable(Exception):
+    """The request could not be delivered or no complete answer came back.
+
+    `refused` is True when the peer's host said no (connection refused or reset): the
+    process is gone. False means silence (a timeout), which may only be slowness.
+    """
+
+    def __init__(self, text: str, refused: bool = False) -> None:
+        super().__init__(text)
+        self.refused = refused
+
+
+@dataclass
+class _Conn:
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    h11: h11.Connection
+    idle_since: float = 0.0
+
+
+class HttpClient:
+    """Keep-alive connections to peers, reused across requests (a small pool per address)."""
+
+    def __init__(self, connect_timeout: float = 1.0, max_idle: int = 16,
+                 idle_seconds: float = 30.0) -> None:
+        self.connect_timeout = connect_timeout
+        self.max_idle = max_idle
+        self.idle_seconds = idle_seconds
+        self._idle: dict[tuple[str, int], list[_Conn]] = {}
+
+    async def request(self, host: str, port: int, method: str, target: str,
+                      body: bytes = b"", headers: Iterable[tuple[str, str]] = (),
+                      timeout: float = 10.0) -> Response:
+        """Send one request; raise PeerUnreachable if no complete response arrives."""
+        key = (host, port)
+        all_headers = [("host", f"{host}:{port}"), ("content-length", str(len(body))),
+                       *headers]
+        try:
+            async with asyncio.timeout(timeout):
+                conn = self._take_idle(key)
+                if conn is not None:
+                    try:
+                        return await self._exchange(key, conn, method, target, body, all_headers)
+                    except (ConnectionError, asyncio.IncompleteReadError, h11.ProtocolError,
+                            _StaleConnection):
+                        pass  # the peer closed an idle connection: try a fresh one once
+                conn = await self._connect(key)
+                return await self._exchange(key, conn, method, target, body, all_headers)
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, h11.ProtocolError,
+                _StaleConnection) as exc:
+            refused = isinstance(exc, ConnectionRefusedError | ConnectionResetError
+                                 | _StaleConnection | asyncio.IncompleteReadError)
+            raise PeerUnreachable(f"{host}:{port}: {exc or type(exc).__name__}",
+                                  refused) from None
+
+    async def close(self) -> None:
+        for conns in self._idle.values():
+            for c in conns:
+                c.writer.close()
+        self._idle.clear()
+
+    def _take_idle(self, key: tuple[str, int]) -> _Conn | None:
+        conns = self._idle.get(key)
+        now = time.monotonic()
+        while conns:
+            conn = conns.pop()
+            if now - conn.idle_since < self.idle_seconds and not conn.reader.at_eof():
+                return conn
+            conn.writer.close()
+        return None
+
+    async def _connect(self, key: tuple[str, int]) -> _Conn:
+        async with asyncio.timeout(self.connect_timeout):
+            reader, writer = await asyncio.open_connection(*key, limit=READ_SIZE * 4)
+        return _Conn(reader, writer, h11.Connection(h11.CLIENT))
+
+    async def _exchange(self, key: tuple[str, int], conn: _Conn, method: str, target: str,
+                        body: bytes, headers: list[tuple[str, str]]) -> Response:
+        ok = False
+        try:
+            data = conn.h11.send(h11.Request(method=method, target=target, headers=headers))
+            if body:
+                data += conn.h11.send(h11.Data(data=body))
+            data += conn.h11.send(h11.EndOfMessage())
+            conn.writer.write(data)
+            await conn.writer.drain()
+            response = await self._read_response(conn)
+            ok = True
+        finally:
+            if not ok:
+                conn.writer.close()
+        if conn.h11.our_state is h11.DONE and conn.h11.their_state is h11.DONE:
+            conn.h11.start_next_cycle()
+            conn.idle_since = time.monotonic()
+            pool = self._idle.setdefault(key, [])
+            if len(pool) < self.max_idle:
+                pool.append(conn)
+                return response
+        conn.writer.close()
+        return response
+
+    async def _read_response(self, conn: _Conn) -> Response:
+        head: h11.Response | None = None
+        chunks: list[bytes] = []
+        while True:
+            event = conn.h11.next_event()
+            if event is h11.NEED_DATA:
+                data = await conn.reader.read(READ_SIZE)
+                if not data and head is None and not chunks:
+                    raise _StaleConnection("closed before answering")
+                conn.h11.receive_data(data)
+            elif isinstance(event, h11.InformationalResponse):
+                continue
+            elif isinstance(event, h11.Response):
+                head = event
+            elif isinstance(event, h11.Data):
+                chunks.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                assert head is not None
+                headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in head.headers]
+                ctype = next((v for k, v in headers if k == "content-type"), "")
+                return Response(head.status_code, b"".join(chunks), ctype, headers)
+            elif isinstance(event, h11.ConnectionClosed):
+                raise _StaleConnection("connection closed")
+
+
+class _StaleConnection(Exception):
+    pass

@@ -1,0 +1,565 @@
+"""The running node: wires election, placement and storage to HTTP, and routes requests.
+
+Request flow for an upload (`PUT /images/<name>`):
+  follower  -> passes the whole request to the leader (retrying across a leader change);
+  leader    -> if some node already holds the name, sends it there (200 same bytes, 409 other);
+               else picks the least-loaded live node and asks it to store; a target that
+               fails is replaced by the next one, so the client sees no error;
+  target    -> durable write (storage.Store), then 201.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+
+import orjson
+
+from nodesvc import __version__
+from nodesvc.config import NodeSettings
+from nodesvc.election import Action, Election, Kind, Log, Message, Role, Send, Timings
+from nodesvc.http import (
+    HttpClient,
+    HttpServer,
+    PeerUnreachable,
+    Request,
+    Response,
+    ServerLimits,
+    error,
+    json_response,
+)
+from nodesvc.metrics import Metrics
+from nodesvc.placement import Placement
+from nodesvc.storage import Conflict, DiskFull, Store, Stored, generated_name, valid_name
+from nodesvc.systemd import Notifier
+
+log = logging.getLogger("nodesvc")
+
+FORWARDED = "x-cloud-p2p-forwarded"  # set by a follower passing an upload to the leader
+LOCAL_ONLY = "x-cloud-p2p-local"     # GET: answer only from this node's own disk
+UPLOAD_DEADLINE = 8.0                # how long a node tries to find a leader for an upload
+CONTENT_TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg",
+                 "gif": "image/gif", "webp": "image/webp", "bmp": "image/bmp",
+                 "tif": "image/tiff", "tiff": "image/tiff"}
+
+
+class KeyedLocks:
+    """One asyncio.Lock per key, dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._locks
+
+    def keys(self) -> list[str]:
+        return list(self._locks)
+
+
+class Node:
+    def __init__(self, settings: NodeSettings, notifier: Notifier | None = None) -> None:
+        cfg = settings.config
+        self.settings = settings
+        self.id = settings.node_id
+        self.addresses = {p.id: (p.host, p.port) for p in cfg.peers}
+        self.store = Store(settings.shared_dir)
+        self.election = Election(
+            self.id, cfg.ids,
+            Timings(cfg.heartbeat_ms / 1000, cfg.leader_timeout_ms / 1000,
+                    cfg.election_timeout_ms / 1000),
+            config_hash=cfg.hash)
+        self.placement = Placement()
+        self.client = HttpClient(connect_timeout=cfg.election_timeout_ms / 1000)
+        self.server = HttpServer(self.handle, ServerLimits(max_body=cfg.max_image_bytes))
+        self.metrics = Metrics(self.id)
+        self.notifier = notifier or Notifier()
+        self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="disk")
+        self.index: dict[str, int] = {}          # leader only: image name -> node holding it
+        self.index_ready = asyncio.Event()       # leader only: index synced after election
+        self.leader_known = asyncio.Event()
+        self.place_locks = KeyedLocks()          # leader: one placement per name at a time
+        self.write_locks = KeyedLocks()          # target: one write per name at a time
+        self.started = time.monotonic()
+        self._last_leader: int | None = None
+        self._known_alive: set[int] = set()
+        self._heartbeats_in_flight: set[int] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stop = asyncio.Event()
+        self._requests_in_flight = 0
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    async def run(self, started: asyncio.Event | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        removed = await loop.run_in_executor(self.executor, self.store.open)
+        for name in removed:
+            log.info("[Node %d] removed leftover temporary file %s", self.id, name)
+        s = self.settings
+        server = await asyncio.start_server(self.server.serve, s.bind_host, s.bind_port,
+                                            reuse_address=True, backlog=1024)
+        log.info("[Node %d] listening on %s:%d (%d images in %s, config %s)", self.id,
+                 s.bind_host, s.bind_port, len(self.store), s.shared_dir, s.config.hash)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self._stop.set)
+        self._apply(self.election.start(time.monotonic()))
+        ticker = asyncio.create_task(self._tick_loop())
+        self.notifier.notify(READY="1", STATUS=self.status_line())
+        if started is not None:
+            started.set()
+        await self._stop.wait()
+        log.info("[Node %d] stopping", self.id)
+        self.notifier.notify(STOPPING="1")
+        server.close()
+        ticker.cancel()
+        deadline = time.monotonic() + 5
+        while self._requests_in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)  # let acknowledged work finish
+        await self.client.close()
+        self.executor.shutdown(wait=True)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def _tick_loop(self) -> None:
+        interval = self.election.timings.heartbeat / 4
+        last_status = 0.0
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            self._apply(self.election.tick(now))
+            if self.election.role is Role.LEADER:
+                self.placement.observe(self.id, len(self.store))
+                for pid, view in self.election.peers.items():
+                    if view.alive:
+                        self.placement.observe(pid, view.stored + view.inflight)
+            if now - last_status > 2:
+                last_status = now
+                self.notifier.notify(STATUS=self.status_line())
+                if self.notifier.watchdog_interval:
+                    self.notifier.notify(WATCHDOG="1")
+
+    # ---- election I/O -------------------------------------------------------------------
+
+    def _apply(self, actions: Iterable[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Send):
+                self._spawn(self._send(action.to, action.message))
+            elif isinstance(action, Log):
+                log.info("%s", action.text)
+        self._after_election_event()
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, to: int, msg: Message) -> None:
+        if msg.kind is Kind.HEARTBEAT:
+            if to in self._heartbeats_in_flight:
+                return  # the last one has not come back yet; don't pile up
+            self._heartbeats_in_flight.add(to)
+        self.election.stored = len(self.store)
+        self.election.inflight = len(self.write_locks.keys())
+        msg = Message(msg.kind, msg.sender, msg.term, msg.leader, self.election.stored,
+                      self.election.inflight, msg.config_hash)
+        host, port = self.addresses[to]
+        timeout = self.election.timings.leader_timeout
+        try:
+            resp = await self.client.request(host, port, "POST", "/peer/msg",
+                                             orjson.dumps(msg.to_dict()),
+                                             [("content-type", "application/json")], timeout)
+            reply = Message.from_dict(orjson.loads(resp.body)) if resp.status == 200 else None
+        except (PeerUnreachable, ValueError) as exc:
+            # A refused connection is a dead peer; a slow answer is not (yet): the tick's
+            # silence timeout decides that, so a busy leader is not deposed for being busy.
+            refused = isinstance(exc, PeerUnreachable) and exc.refused
+            if refused or msg.kind is Kind.ELECTION:
+                self._apply(self.election.delivery_failed(to, msg.kind, time.monotonic()))
+            return
+        finally:
+            self._heartbeats_in_flight.discard(to)
+        if reply is not None:
+            _, actions = self.election.receive(reply, time.monotonic())
+            self._apply(actions)
+
+    def _after_election_event(self) -> None:
+        """React to a change of leader or of the set of live peers."""
+        e = self.election
+        if e.leader is None:
+            self.leader_known.clear()
+        else:
+            self.leader_known.set()
+        if e.leader != self._last_leader:
+            self._last_leader = e.leader
+            self.metrics.elections.inc()
+            self.index_ready.clear()
+            self.index.clear()
+            if e.role is Role.LEADER:
+                self._spawn(self._sync_index())
+            self.notifier.notify(STATUS=self.status_line())
+        alive = {p for p, v in e.peers.items() if v.alive}
+        if e.role is Role.LEADER and self.index_ready.is_set():
+            for pid in alive - self._known_alive:
+                self._spawn(self._sync_peer(pid))  # a node came back: learn what it holds
+        self._known_alive = alive
+
+    # ---- the leader's name index --------------------------------------------------------
+
+    async def _fetch_names(self, pid: int) -> list[str] | None:
+        host, port = self.addresses[pid]
+        try:
+            resp = await self.client.request(host, port, "GET", "/peer/names",
+                                             timeout=max(1.0, self.election.timings.leader_timeout))
+        except PeerUnreachable:
+            return None
+        if resp.status != 200:
+            return None
+        names = orjson.loads(resp.body).get("names", [])
+        return [n for n in names if isinstance(n, str)]
+
+    async def _sync_index(self) -> None:
+        """A new leader learns which node holds which name before placing anything."""
+        term = self.election.term
+        results = await asyncio.gather(*(self._fetch_names(p) for p in self.election.peer_ids))
+        if self.election.role is not Role.LEADER or self.election.term != term:
+            return
+        index = {n: self.id for n in self._local_names()}
+        reported = {self.id: len(self.store) + len(self.write_locks.keys())}
+        for pid, names in zip(self.election.peer_ids, results, strict=True):
+            view = self.election.peers[pid]
+            reported[pid] = view.stored + view.inflight
+            if names is not None:
+                for name in names:
+                    index.setdefault(name, pid)
+                reported[pid] = max(reported[pid], len(names))
+        self.index = index
+        self.placement.seed(reported)
+        self.index_ready.set()
+        log.info("[Node %d] leader index ready: %d images, loads %s", self.id, len(index),
+                 dict(sorted(reported.items())))
+
+    async def _sync_peer(self, pid: int) -> None:
+        names = await self._fetch_names(pid)
+        if names is None or self.election.role is not Role.LEADER:
+            return
+        for name in names:
+            self.index.setdefault(name, pid)
+        self.placement.observe(pid, len(names))
+
+    def _local_names(self) -> list[str]:
+        return [*self.store.names(), *self.write_locks.keys()]
+
+    # ---- HTTP routing -------------------------------------------------------------------
+
+    async def handle(self, req: Request) -> Response:
+        self._requests_in_flight += 1
+        try:
+            return await self._route(req)
+        finally:
+            self._requests_in_flight -= 1
+
+    async def _route(self, req: Request) -> Response:
+        path, method = req.path, req.method
+        if path.startswith("/images/"):
+            name = path[len("/images/"):]
+            if method == "PUT":
+                return await self._timed_upload(req, name)
+            if method in ("GET", "HEAD"):
+                return await self.get_image(req, name)
+            return _not_allowed("GET, HEAD, PUT")
+        if path == "/images":
+            if method == "POST":
+                return await self._timed_upload(req, generated_name(req.body))
+            return _not_allowed("POST")
+        if path.startswith("/peer/store/"):
+            if method != "PUT":
+                return _not_allowed("PUT")
+            return await self.store_local(path[len("/peer/store/"):], req.body)
+        routes = {
+            "/peer/msg": ("POST", self.peer_message),
+            "/peer/names": ("GET", self.peer_names),
+            "/status": ("GET", self.status),
+            "/metrics": ("GET", self.metrics_text),
+            "/healthz": ("GET", self.healthz),
+        }
+        if path in routes:
+            allowed, handler = routes[path]
+            if method != allowed:
+                return _not_allowed(allowed)
+            return await handler(req)
+        return error(404, "not found", f"no route for {path}")
+
+    # ---- uploads ------------------------------------------------------------------------
+
+    async def _timed_upload(self, req: Request, name: str) -> Response:
+        t0 = time.monotonic()
+        resp = await self.upload(req, name)
+        self.metrics.upload_seconds.observe(time.monotonic() - t0)
+        result = {201: "created", 200: "exists", 409: "conflict"}.get(resp.status, "error")
+        self.metrics.uploads.labels(result=result).inc()
+        return resp
+
+    async def upload(self, req: Request, name: str) -> Response:
+        if not valid_name(name):
+            return error(400, "invalid name",
+                         "names match [A-Za-z0-9][A-Za-z0-9._-]{0,254}")
+        if FORWARDED in req.headers:
+            if self.election.role is not Role.LEADER:
+                return error(503, "not leader", f"node {self.id} no longer leads",
+                             headers=[("retry-after", "1")])
+            return await self.place(name, req.body)
+        deadline = time.monotonic() + UPLOAD_DEADLINE
+        while True:
+            leader = await self._await_leader(deadline)
+            if leader is None:
+                return error(503, "no leader", "no leader elected yet",
+                             headers=[("retry-after", "1")])
+            if leader == self.id:
+                return await self.place(name, req.body)
+            host, port = self.addresses[leader]
+            try:
+                resp = await self.client.request(
+                    host, port, "PUT", f"/images/{name}", req.body,
+                    [(FORWARDED, str(self.id))], timeout=UPLOAD_DEADLINE * 2)
+            except PeerUnreachable as exc:
+                log.info("[Node %d] leader %d unreachable (%s); waiting for a new one",
+                         self.id, leader, exc)
+                self._apply(self.election.delivery_failed(leader, Kind.HEARTBEAT,
+                                                          time.monotonic()))
+                await asyncio.sleep(0.05)
+                if time.monotonic() > deadline:
+                    return error(503, "leader unreachable", str(exc),
+                                 headers=[("retry-after", "1")])
+                continue
+            if resp.status == 503 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)  # the leader is changing; ask again
+                continue
+            self.metrics.forwarded.inc()
+            return resp
+
+    async def _await_leader(self, deadline: float) -> int | None:
+        while self.election.leader is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.leader_known.wait(), remaining)
+        return self.election.leader
+
+    async def place(self, name: str, body: bytes) -> Response:
+        """The leader's part: find where `name` goes and have it stored there."""
+        try:
+            await asyncio.wait_for(self.index_ready.wait(), UPLOAD_DEADLINE)
+        except TimeoutError:
+            return error(503, "not ready", "leader index not synced",
+                         headers=[("retry-after", "1")])
+        async with self.place_locks.hold(name):
+            holder = self.index.get(name)
+            if holder is not None:
+                try:
+                    return await self._store_on(holder, name, body)
+                except PeerUnreachable:
+                    return error(503, "holder unreachable",
+                                 f"node {holder} holds {name} and cannot be reached",
+                                 headers=[("retry-after", "1")])
+            tried: set[int] = set()
+            while True:
+                target = self.placement.choose(self.election.alive_ids(), exclude=tried)
+                if target is None:
+                    return error(503, "no live node", "no node can store the image now",
+                                 headers=[("retry-after", "1")])
+                self.placement.reserve(target)
+                try:
+                    resp = await self._store_on(target, name, body)
+                except PeerUnreachable as exc:
+                    log.info("[LeastLoad] node %d failed mid-upload (%s); trying the next",
+                             target, exc)
+                    self.placement.release(target)
+                    tried.add(target)
+                    continue
+                if resp.status != 201:
+                    self.placement.release(target)
+                if resp.status == 507:
+                    tried.add(target)  # that disk is full: another node may have room
+                    continue
+                if resp.status in (200, 201):
+                    self.index[name] = target
+                if resp.status == 201:
+                    self.metrics.placements.labels(node=str(target)).inc()
+                    log.info("[LeastLoad] RECORDED: Node %d now has %d total requests",
+                             target, self.placement.count(target))
+                return resp
+
+    async def _store_on(self, target: int, name: str, body: bytes) -> Response:
+        if target == self.id:
+            return await self.store_local(name, body)
+        host, port = self.addresses[target]
+        resp = await self.client.request(host, port, "PUT", f"/peer/store/{name}", body,
+                                         timeout=UPLOAD_DEADLINE * 2)
+        if resp.status >= 500 and resp.status != 507:
+            raise PeerUnreachable(f"node {target} answered {resp.status}")
+        return resp
+
+    async def store_local(self, name: str, body: bytes) -> Response:
+        """The target's part: a durable write on this node's disk."""
+        if not valid_name(name):
+            return error(400, "invalid name", name[:80])
+        loop = asyncio.get_running_loop()
+        async with self.write_locks.hold(name):
+            try:
+                stored: Stored = await loop.run_in_executor(
+                    self.executor, self.store.write, name, body)
+            except Conflict as exc:
+                self.metrics.stored_writes.labels(result="conflict").inc()
+                return error(409, "conflict",
+                             f"{name} exists with other bytes (sha256 {exc.existing_sha256})")
+            except DiskFull as exc:
+                self.metrics.stored_writes.labels(result="disk_full").inc()
+                log.error("[Node %d] disk full, %s not stored: %s", self.id, name, exc)
+                return error(507, "disk full", f"node {self.id} has no space left")
+            except OSError as exc:
+                self.metrics.stored_writes.labels(result="error").inc()
+                log.error("[Node %d] write of %s failed: %s", self.id, name, exc)
+                return error(500, "write failed", exc.strerror or str(exc))
+        if stored.created:
+            self.metrics.stored_writes.labels(result="created").inc()
+            self.metrics.bytes_written.inc(stored.size)
+            log.info('[Node %d] ✓ Saved image to "%s"', self.id, self.store.path(name))
+        body_json = {"name": name, "node": self.id, "sha256": stored.sha256,
+                     "bytes": stored.size}
+        return json_response(201 if stored.created else 200, body_json)
+
+    # ---- reads --------------------------------------------------------------------------
+
+    async def get_image(self, req: Request, name: str) -> Response:
+        if not valid_name(name):
+            return error(400, "invalid name", "names match [A-Za-z0-9][A-Za-z0-9._-]{0,254}")
+        loop = asyncio.get_running_loop()
+        data = await loop.run_in_executor(self.executor, self.store.read, name)
+        if data is not None:
+            ctype = CONTENT_TYPES.get(name.rsplit(".", 1)[-1].lower(), "application/octet-stream")
+            body = b"" if req.method == "HEAD" else data
+            return Response(200, body, ctype, [("x-cloud-p2p-node", str(self.id))])
+        if LOCAL_ONLY in req.headers:
+            return error(404, "not found", f"{name} is not on node {self.id}")
+        # Ask the node the leader's index names first, then every live node.
+        hint = self.index.get(name) if self.election.role is Role.LEADER else None
+        others = [p for p in self.election.alive_ids() if p != self.id]
+        order = ([hint] if hint in others else []) + [p for p in others if p != hint]
+        for pid in order:
+            host, port = self.addresses[pid]
+            try:
+                resp = await self.client.request(host, port, "GET", f"/images/{name}",
+                                                 headers=[(LOCAL_ONLY, "1")])
+            except PeerUnreachable:
+                continue
+            if resp.status == 200:
+                if req.method == "HEAD":
+                    resp.body = b""
+                return resp
+        return error(404, "not found", f"no live node holds {name}")
+
+    # ---- peer and operator endpoints ----------------------------------------------------
+
+    async def peer_message(self, req: Request) -> Response:
+        try:
+            msg = Message.from_dict(orjson.loads(req.body))
+        except (orjson.JSONDecodeError, ValueError) as exc:
+            return error(400, "bad message", str(exc))
+        self.election.stored = len(self.store)
+        self.election.inflight = len(self.write_locks.keys())
+        reply, actions = self.election.receive(msg, time.monotonic())
+        self._apply(actions)
+        if reply is None:
+            return Response(204)
+        return json_response(200, reply.to_dict())
+
+    async def peer_names(self, req: Request) -> Response:
+        return json_response(200, {"node": self.id, "names": self._local_names()})
+
+    def status_dict(self) -> dict[str, object]:
+        e = self.election
+        me = {"id": self.id, "address": self._address(self.id), "alive": True,
+              "self": True, "role": e.role.value, "stored": len(self.store),
+              "inflight": len(self.write_locks.keys()), "term": e.term,
+              "config_hash": self.settings.config.hash}
+        rows = [me]
+        for pid, view in e.peers.items():
+            row = asdict(view)
+            row.pop("last_heard")
+            row["address"] = self._address(pid)
+            row["self"] = False
+            rows.append(row)
+        leading = e.role is Role.LEADER
+        for row in rows:
+            row["assigned"] = self.placement.count(int(row["id"])) if leading else None  # type: ignore[call-overload]
+        rows.sort(key=lambda r: int(r["id"]))  # type: ignore[call-overload]
+        return {
+            "node_id": self.id, "role": e.role.value, "leader": e.leader, "term": e.term,
+            "stored": len(self.store), "version": __version__,
+            "config_hash": self.settings.config.hash,
+            "config_mismatch": e.config_mismatches(),
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            "peers": rows,
+        }
+
+    async def status(self, req: Request) -> Response:
+        return json_response(200, self.status_dict())
+
+    async def metrics_text(self, req: Request) -> Response:
+        e = self.election
+        m = self.metrics
+        m.stored.set(len(self.store))
+        m.is_leader.set(1 if e.role is Role.LEADER else 0)
+        m.term.set(e.term)
+        m.peers_alive.set(sum(1 for v in e.peers.values() if v.alive))
+        m.config_mismatch.set(len(e.config_mismatches()))
+        return Response(200, m.render(), "text/plain; version=0.0.4; charset=utf-8")
+
+    async def healthz(self, req: Request) -> Response:
+        e = self.election
+        healthy = e.leader is not None and (e.leader == self.id or e.peers[e.leader].alive)
+        if healthy:
+            return json_response(200, {"ok": True, "leader": e.leader})
+        return json_response(503, {"ok": False, "leader": e.leader, "role": e.role.value})
+
+    def _address(self, pid: int) -> str:
+        host, port = self.addresses[pid]
+        return f"{host}:{port}"
+
+    def status_line(self) -> str:
+        e = self.election
+        if e.role is Role.LEADER:
+            alive = len(e.alive_ids())
+            who = f"leader of {alive}/{len(e.peer_ids) + 1} nodes"
+        elif e.role is Role.FOLLOWER:
+            who = f"follower of node {e.leader}"
+        else:
+            who = "electing a leader"
+        warn = f", CONFIG MISMATCH with {e.config_mismatches()}" if e.config_mismatches() else ""
+        return f"{who}, term {e.term}, {len(self.store)} images stored{warn}"
+
+
+def _not_allowed(allowed: str) -> Response:
+    return error(405, "method not allowed", f"use {allowed}", headers=[("allow", allowed)])

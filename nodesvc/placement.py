@@ -1,0 +1,45 @@
+"""Least-load placement: which node stores the next image (pure logic).
+
+The leader counts the requests it has assigned to each node. A new leader does not start from
+zero: it seeds the counts from what the nodes report (files stored plus writes in progress),
+so the distribution stays balanced across leader changes and restarts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Placement:
+    assigned: dict[int, int] = field(default_factory=dict)
+
+    def seed(self, reported: Mapping[int, int]) -> None:
+        """Start from the nodes' own reports (a new leader)."""
+        self.assigned = dict(reported)
+
+    def observe(self, node: int, reported: int) -> None:
+        """A node reported its load; never count below what it really holds."""
+        if reported > self.assigned.get(node, 0):
+            self.assigned[node] = reported
+
+    def choose(self, candidates: Iterable[int], exclude: Iterable[int] = ()) -> int | None:
+        """The node with the fewest assigned requests; ties go to the lowest id."""
+        skip = set(exclude)
+        live = [n for n in candidates if n not in skip]
+        if not live:
+            return None
+        return min(live, key=lambda n: (self.assigned.get(n, 0), n))
+
+    def reserve(self, node: int) -> None:
+        """Count a request against `node` as soon as it is chosen, so that concurrent
+        uploads spread out instead of all picking the same least-loaded node."""
+        self.assigned[node] = self.assigned.get(node, 0) + 1
+
+    def release(self, node: int) -> None:
+        """Undo a reservation whose upload did not create a file there."""
+        self.assigned[node] = max(0, self.assigned.get(node, 0) - 1)
+
+    def count(self, node: int) -> int:
+        return self.assigned.get(node, 0)
