@@ -101,6 +101,7 @@ class Node:
         self.write_locks = KeyedLocks()          # target: one write per name at a time
         self.started = time.monotonic()
         self._last_leader: int | None = None
+        self._leadership = 0  # bumped at every leader change; stale index syncs check it
         self._known_alive: set[int] = set()
         self._heartbeats_in_flight: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -213,6 +214,7 @@ class Node:
         if e.leader != self._last_leader:
             self._last_leader = e.leader
             self.metrics.elections.inc()
+            self._leadership += 1
             self.index_ready.clear()
             self.index.clear()
             if e.role is Role.LEADER:
@@ -240,10 +242,10 @@ class Node:
 
     async def _sync_index(self) -> None:
         """A new leader learns which node holds which name before placing anything."""
-        term = self.election.term
+        generation = self._leadership
         results = await asyncio.gather(*(self._fetch_names(p) for p in self.election.peer_ids))
-        if self.election.role is not Role.LEADER or self.election.term != term:
-            return
+        if self._leadership != generation or self.election.role is not Role.LEADER:
+            return  # lost (or lost and regained) leadership meanwhile: that sync is stale
         index = {n: self.id for n in self._local_names()}
         reported = {self.id: len(self.store) + len(self.write_locks.keys())}
         for pid, names in zip(self.election.peer_ids, results, strict=True):

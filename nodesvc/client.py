@@ -1,0 +1,265 @@
+"""Client library and the `cloud-p2p-client` command.
+
+The client finds the nodes in the same config.json as the nodes, sends uploads to the leader
+it last saw (any node would do: followers pass uploads on), and retries on another node when a
+node is down or answers 503 during a leader change. Retrying is safe: an upload of the same
+name and bytes is idempotent (200, no second copy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from nodesvc.config import ConfigError, Peer, load_config
+from nodesvc.http import HttpClient, PeerUnreachable, Response
+from nodesvc.storage import valid_name
+
+
+@dataclass
+class UploadResult:
+    name: str
+    status: int
+    node: int | None
+    sha256: str | None
+    bytes: int
+    attempts: int
+    latency_ms: float
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (200, 201)
+
+
+class Cluster:
+    """The nodes of one config.json, seen from a client."""
+
+    def __init__(self, peers: Sequence[Peer], *, deadline: float = 20.0,
+                 pool_size: int = 16) -> None:
+        self.peers = {p.id: p for p in peers}
+        self.order = sorted(self.peers, reverse=True)  # bully: the highest id usually leads
+        self.deadline = deadline
+        self.http = HttpClient(connect_timeout=1.0, max_idle=pool_size)
+        self.leader: int | None = None
+
+    async def close(self) -> None:
+        await self.http.close()
+
+    async def request(self, node: int, method: str, target: str, body: bytes = b"",
+                      timeout: float = 30.0) -> Response:
+        peer = self.peers[node]
+        return await self.http.request(peer.host, peer.port, method, target, body,
+                                       timeout=timeout)
+
+    async def status_all(self) -> dict[int, dict[str, object] | str]:
+        """Each node's /status, or the reason it could not be read."""
+        async def one(node: int) -> dict[str, object] | str:
+            try:
+                resp = await self.request(node, "GET", "/status", timeout=2.0)
+            except PeerUnreachable as exc:
+                return f"unreachable ({exc})"
+            if resp.status != 200:
+                return f"HTTP {resp.status}"
+            data = orjson.loads(resp.body)
+            return data if isinstance(data, dict) else "bad status"
+        results = await asyncio.gather(*(one(n) for n in self.peers))
+        return dict(zip(self.peers, results, strict=True))
+
+    def _candidates(self) -> list[int]:
+        first = [self.leader] if self.leader is not None else []
+        return first + [n for n in self.order if n != self.leader]
+
+    async def upload(self, name: str, data: bytes) -> UploadResult:
+        t0 = time.monotonic()
+        attempts = 0
+        last_error = "no node answered"
+        delay = 0.05
+        while True:
+            for node in self._candidates():
+                attempts += 1
+                try:
+                    resp = await self.request(node, "PUT", f"/images/{name}", data)
+                except PeerUnreachable as exc:
+                    last_error = str(exc)
+                    if self.leader == node:
+                        self.leader = None
+                    continue
+                if resp.status == 503:
+                    last_error = _error_text(resp)
+                    continue
+                result = _result(name, resp, attempts, t0, len(data))
+                if result.ok and self.leader is None:
+                    self.leader = node
+                return result
+            if time.monotonic() - t0 + delay > self.deadline:
+                return UploadResult(name, 0, None, None, len(data), attempts,
+                                    (time.monotonic() - t0) * 1000, last_error)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    async def get(self, name: str) -> tuple[int, bytes]:
+        """The image's bytes from any node (each node finds it anywhere in the cluster)."""
+        last: Response | None = None
+        for node in self._candidates():
+            try:
+                resp = await self.request(node, "GET", f"/images/{name}")
+            except PeerUnreachable:
+                continue
+            if resp.status == 200:
+                return 200, resp.body
+            last = resp
+            if resp.status in (400, 404):
+                break
+        return (last.status, last.body) if last else (0, b"")
+
+    async def find_leader(self) -> int | None:
+        for info in (await self.status_all()).values():
+            if isinstance(info, dict) and isinstance(info.get("leader"), int):
+                self.leader = int(info["leader"])  # type: ignore[arg-type]
+                return self.leader
+        return None
+
+
+def _error_text(resp: Response) -> str:
+    try:
+        data = orjson.loads(resp.body)
+        return f"HTTP {resp.status}: {data.get('error')}: {data.get('detail')}"
+    except (orjson.JSONDecodeError, AttributeError):
+        return f"HTTP {resp.status}"
+
+
+def _result(name: str, resp: Response, attempts: int, t0: float, size: int) -> UploadResult:
+    latency = (time.monotonic() - t0) * 1000
+    if resp.status in (200, 201):
+        data = orjson.loads(resp.body)
+        return UploadResult(name, resp.status, data.get("node"), data.get("sha256"),
+                            data.get("bytes", size), attempts, latency)
+    return UploadResult(name, resp.status, None, None, size, attempts, latency,
+                        _error_text(resp))
+
+
+# ---- the command ----------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="cloud-p2p-client",
+        description="Upload, fetch and stress-test images on a cloud-p2p cluster.")
+    p.add_argument("--config", type=Path,
+                   help="the cluster's config.json (default: $CONFIG_FILE, else ./config.json)")
+    sub = p.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("upload", help="upload image files (name = file name)")
+    up.add_argument("files", nargs="+", type=Path)
+    up.add_argument("--name", help="store under this name (one file only)")
+    get = sub.add_parser("get", help="fetch an image by name")
+    get.add_argument("name")
+    get.add_argument("-o", "--output", type=Path, help="write here (default: stdout)")
+    sub.add_parser("status", help="a table of the nodes and their state")
+    st = sub.add_parser("stress", help="the stress test: concurrent uploads and a report")
+    from nodesvc.stress import add_arguments
+    add_arguments(st)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    path = args.config or Path(os.environ.get("CONFIG_FILE", "config.json"))
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(f"cloud-p2p-client: error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "stress":
+        from nodesvc.stress import run_command
+        return run_command(config, args)
+    handlers = {"upload": _upload_cmd, "get": _get_cmd, "status": _status_cmd}
+    try:
+        return asyncio.run(handlers[args.command](Cluster(config.peers), args))
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _upload_cmd(cluster: Cluster, args: argparse.Namespace) -> int:
+    if args.name and len(args.files) > 1:
+        print("cloud-p2p-client: error: --name needs exactly one file", file=sys.stderr)
+        return 2
+    failed = 0
+    for path in args.files:
+        name = args.name or path.name
+        if not valid_name(name):
+            print(f"cloud-p2p-client: error: {name!r} is not a valid image name "
+                  "([A-Za-z0-9][A-Za-z0-9._-]{0,254}); use --name", file=sys.stderr)
+            return 2
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            print(f"cloud-p2p-client: error: {path}: {exc.strerror}", file=sys.stderr)
+            return 2
+        r = await cluster.upload(name, data)
+        if r.ok:
+            what = "stored" if r.status == 201 else "already stored"
+            print(f"{name}: {what} on node {r.node} ({r.bytes} bytes, sha256 {r.sha256}, "
+                  f"{r.latency_ms:.1f} ms)")
+        else:
+            failed += 1
+            print(f"{name}: FAILED: {r.error}", file=sys.stderr)
+    await cluster.close()
+    return 1 if failed else 0
+
+
+async def _get_cmd(cluster: Cluster, args: argparse.Namespace) -> int:
+    status, body = await cluster.get(args.name)
+    await cluster.close()
+    if status != 200:
+        reason = "not found" if status == 404 else f"HTTP {status}" if status else "no node"
+        print(f"cloud-p2p-client: error: {args.name}: {reason}", file=sys.stderr)
+        return 1
+    if args.output:
+        args.output.write_bytes(body)
+        print(f"{args.name}: {len(body)} bytes -> {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.buffer.write(body)
+    return 0
+
+
+def format_status(peers: dict[int, Peer], infos: dict[int, dict[str, object] | str]) -> str:
+    rows = [("NODE", "ADDRESS", "STATE", "ROLE", "LEADER", "TERM", "STORED", "CONFIG")]
+    hashes = {i.get("config_hash") for i in infos.values() if isinstance(i, dict)}
+    for node, info in sorted(infos.items()):
+        addr = peers[node].address
+        if isinstance(info, str):
+            rows.append((str(node), addr, info, "-", "-", "-", "-", "-"))
+            continue
+        cfg = "ok" if len(hashes) == 1 and not info.get("config_mismatch") else "MISMATCH"
+        rows.append((str(node), addr, "up", str(info.get("role")), str(info.get("leader")),
+                     str(info.get("term")), str(info.get("stored")), cfg))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+             for r in rows]
+    leaders = {i.get("leader") for i in infos.values() if isinstance(i, dict)}
+    if len(leaders) == 1 and None not in leaders:
+        lines.append(f"\nLeader: node {leaders.pop()} (all reachable nodes agree)")
+    else:
+        lines.append(f"\nLeader: NOT AGREED ({sorted(map(str, leaders))})")
+    return "\n".join(lines)
+
+
+async def _status_cmd(cluster: Cluster, args: argparse.Namespace) -> int:
+    infos = await cluster.status_all()
+    await cluster.close()
+    print(format_status(cluster.peers, infos))
+    up = [i for i in infos.values() if isinstance(i, dict)]
+    return 0 if len(up) == len(infos) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,275 @@
+"""The stress test: N clients x M uploads of distinct real PNGs, then the seed's report.
+
+Every upload has its own bytes (a tEXt chunk names it), so each stored file can be checked by
+sha256 on its host. Names are `stress-<run_id>-cNN-rNN.png`: the playbook and testinfra look
+only at one run's files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import re
+import statistics
+import struct
+import sys
+import time
+import zlib
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+from tqdm import tqdm
+
+from nodesvc.client import Cluster, UploadResult
+from nodesvc.config import Config
+from nodesvc.storage import sha256_hex
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kib|kb|k|mib|mb|m|gib|g)?\s*$", re.IGNORECASE)
+_UNITS = {None: 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, "mb": 1000**2,
+          "mib": 1024**2, "g": 1024**3, "gib": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    """'64KiB' -> 65536; raise argparse.ArgumentTypeError on nonsense."""
+    m = _SIZE.match(text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 64KiB, 4MiB, 1000)")
+    size = int(float(m.group(1)) * _UNITS[m.group(2).lower() if m.group(2) else None])
+    if size < 100:
+        raise argparse.ArgumentTypeError("size must be at least 100 bytes (a real PNG)")
+    return size
+
+
+# ---- test images ----------------------------------------------------------------------
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(
+        ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def make_png_parts(size: int, seed: bytes = b"") -> tuple[bytes, bytes]:
+    """A valid RGB PNG of about `size` bytes, split where a tEXt chunk can be inserted.
+
+    Pixels are random and stored uncompressed, so the file size is what was asked for.
+    """
+    width = 64
+    row = 1 + width * 3
+    height = max(1, (size - 120) // row)
+    rng = os.urandom(height * width * 3) if not seed else (
+        (seed * (height * width * 3 // max(1, len(seed)) + 1))[: height * width * 3])
+    raw = b"".join(b"\x00" + rng[y * width * 3:(y + 1) * width * 3] for y in range(height))
+    head = b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2,
+                                                               0, 0, 0))
+    tail = _chunk(b"IDAT", zlib.compress(raw, 0)) + _chunk(b"IEND", b"")
+    return head, tail
+
+
+def tagged_png(parts: tuple[bytes, bytes], tag: str) -> bytes:
+    head, tail = parts
+    return head + _chunk(b"tEXt", b"Comment\x00" + tag.encode()) + tail
+
+
+# ---- the run --------------------------------------------------------------------------
+
+
+def new_run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + os.urandom(2).hex()
+
+
+async def run_stress(config: Config, clients: int, requests: int, size: int, run_id: str,
+                     progress: bool = False, verify: bool = True) -> dict[str, object]:
+    parts = make_png_parts(size)
+    cluster = Cluster(config.peers, pool_size=max(16, clients))
+    await cluster.find_leader()
+    bar = tqdm(total=clients * requests, unit="req", disable=not progress, file=sys.stderr,
+               desc="uploading")
+    results: list[tuple[UploadResult, str]] = []
+
+    async def one_client(c: int) -> None:
+        for r in range(requests):
+            name = f"stress-{run_id}-c{c:02d}-r{r:02d}.png"
+            data = tagged_png(parts, name)
+            result = await cluster.upload(name, data)
+            results.append((result, sha256_hex(data)))
+            bar.update(1)
+
+    t0 = time.monotonic()
+    await asyncio.gather(*(one_client(c) for c in range(clients)))
+    duration = time.monotonic() - t0
+    bar.close()
+    lost: list[str] = []
+    if verify:
+        lost = await _verify(cluster, [(r, sha) for r, sha in results if r.ok])
+    await cluster.close()
+    return build_report(config, run_id, clients, requests, size, results, duration, lost)
+
+
+async def _verify(cluster: Cluster, uploads: list[tuple[UploadResult, str]]) -> list[str]:
+    """Read every acknowledged image back; return the names missing or corrupted."""
+    sem = asyncio.Semaphore(16)
+    bad: list[str] = []
+
+    async def check(result: UploadResult, sha: str) -> None:
+        async with sem:
+            status, body = await cluster.get(result.name)
+        if status != 200 or sha256_hex(body) != sha:
+            bad.append(result.name)
+
+    await asyncio.gather(*(check(r, s) for r, s in uploads))
+    return sorted(bad)
+
+
+def percentile(sorted_values: list[float], p: float) -> float:
+    """Nearest-rank percentile of already sorted values."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def is_balanced(counts: list[int]) -> bool:
+    """Balanced: the busiest and the idlest node differ by at most 10% of the mean
+    (and at least 2 requests of slack, so 34/33/33 passes)."""
+    if not counts or sum(counts) == 0:
+        return False
+    mean = sum(counts) / len(counts)
+    return max(counts) - min(counts) <= max(2, math.ceil(0.10 * mean))
+
+
+def build_report(config: Config, run_id: str, clients: int, requests: int, size: int,
+                 results: list[tuple[UploadResult, str]], duration: float,
+                 lost: list[str]) -> dict[str, object]:
+    ok = [(r, sha) for r, sha in results if r.ok]
+    corrupted = sorted(r.name for r, sha in ok if r.sha256 != sha)
+    distribution = {str(p.id): 0 for p in config.peers}
+    for r, _ in ok:
+        distribution[str(r.node)] = distribution.get(str(r.node), 0) + 1
+    counts = list(distribution.values())
+    latencies = sorted(r.latency_ms for r, _ in ok)
+    total_bytes = sum(r.bytes for r, _ in ok)
+    failures = [{"name": r.name, "error": r.error or f"HTTP {r.status}"}
+                for r, _ in results if not r.ok]
+    failures += [{"name": n, "error": "acknowledged but missing or corrupted on read-back"}
+                 for n in lost]
+    failures += [{"name": n, "error": "sha256 answered by the node differs from the upload"}
+                 for n in corrupted]
+    balanced = is_balanced(counts)
+    summary = {
+        "total": len(results), "ok": len(ok), "failed": len(results) - len(ok),
+        "lost": len(lost), "corrupted": len(corrupted),
+        "duration_s": round(duration, 3),
+        "throughput_rps": round(len(ok) / duration, 2) if duration else 0.0,
+        "latency_ms": {
+            "avg": round(statistics.fmean(latencies), 2) if latencies else 0.0,
+            "p50": round(percentile(latencies, 50), 2),
+            "p95": round(percentile(latencies, 95), 2),
+            "p99": round(percentile(latencies, 99), 2),
+            "max": round(latencies[-1], 2) if latencies else 0.0,
+        },
+        "bandwidth_mib_s": round(total_bytes / duration / 2**20, 2) if duration else 0.0,
+        "stddev": round(statistics.pstdev(counts), 2) if counts else 0.0,
+        "balanced": balanced,
+        "retried": sum(1 for r, _ in ok if r.attempts > 1),
+    }
+    passed = balanced and not failures
+    return {
+        "run_id": run_id,
+        "config": {"clients": clients, "requests": requests, "size": size,
+                   "peers": [{"id": p.id, "address": p.address} for p in config.peers]},
+        "uploads": [
+            {"name": r.name, "sha256": r.sha256, "node": r.node, "bytes": r.bytes,
+             "latency_ms": round(r.latency_ms, 3), "status": r.status, "attempts": r.attempts}
+            for r, _ in ok],
+        "failures": failures,
+        "distribution": distribution,
+        "summary": summary,
+        "result": "PASS" if passed else "FAIL",
+    }
+
+
+def format_report(report: dict[str, object]) -> str:
+    cfg = report["config"]
+    s = report["summary"]
+    assert isinstance(cfg, dict) and isinstance(s, dict)
+    dist = report["distribution"]
+    assert isinstance(dist, dict)
+    lat = s["latency_ms"]
+    bar = "=" * 40
+    lines = [bar, "  MULTI-MACHINE LOAD BALANCER STRESS TEST", bar, "", "Machine IPs:"]
+    lines += [f"  Node {p['id']}: {p['address']}" for p in cfg["peers"]]
+    lines += ["", "Test Configuration:",
+              f"  - Concurrent Clients: {cfg['clients']}",
+              f"  - Requests per Client: {cfg['requests']}",
+              f"  - Total Requests: {cfg['clients'] * cfg['requests']}",
+              f"  - Image Size: {cfg['size']} bytes (distinct PNG per request)",
+              "", bar, "  LOAD DISTRIBUTION ANALYSIS", bar, "",
+              "Distribution across physical machines:"]
+    for p in cfg["peers"]:
+        host = p["address"].rsplit(":", 1)[0]
+        lines.append(f"  Machine {host} (Node {p['id']}): {dist.get(str(p['id']), 0)} requests")
+    lines.append("")
+    if s["balanced"]:
+        lines.append("✅ PASS: Load distribution is balanced across machines")
+    else:
+        lines.append("❌ FAIL: Load distribution is NOT balanced across machines")
+    lines += ["", "Performance:",
+              f"  Total requests: {s['total']} ({s['ok']} ok, {s['failed']} failed, "
+              f"{s['retried']} retried)",
+              f"  Duration: {s['duration_s']:.2f} s",
+              f"  Throughput: {s['throughput_rps']:.2f} req/sec",
+              f"  Latency: avg {lat['avg']:.1f} ms, p50 {lat['p50']:.1f} ms, "
+              f"p95 {lat['p95']:.1f} ms, p99 {lat['p99']:.1f} ms, max {lat['max']:.1f} ms",
+              f"  Bandwidth: {s['bandwidth_mib_s']:.2f} MiB/s",
+              f"  Distribution std deviation: ±{s['stddev']:.2f}",
+              f"  Lost: {s['lost']}, corrupted: {s['corrupted']}"]
+    failures = report["failures"]
+    assert isinstance(failures, list)
+    for f in failures[:10]:
+        lines.append(f"  ! {f['name']}: {f['error']}")
+    if len(failures) > 10:
+        lines.append(f"  ! ... and {len(failures) - 10} more (see the JSON report)")
+    lines += ["", f"RESULT: {report['result']}"]
+    return "\n".join(lines)
+
+
+# ---- the command ----------------------------------------------------------------------
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return int(text)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--clients", type=_positive, default=10, help="concurrent clients (10)")
+    p.add_argument("--requests", type=_positive, default=10, help="uploads per client (10)")
+    p.add_argument("--size", type=parse_size, default=64 * 1024,
+                   help="image size, e.g. 64KiB (default), 4MiB")
+    p.add_argument("--json", type=Path, help="write the full report (every upload) here")
+    p.add_argument("--run-id", help="names are stress-<run-id>-... (default: time + random)")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip reading every image back after the run")
+    p.add_argument("--quiet", action="store_true", help="print only the RESULT line")
+
+
+def run_command(config: Config, args: argparse.Namespace) -> int:
+    run_id = args.run_id or new_run_id()
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,60}", run_id):
+        print(f"cloud-p2p-client: error: bad --run-id {run_id!r}", file=sys.stderr)
+        return 2
+    report = asyncio.run(run_stress(config, args.clients, args.requests, args.size, run_id,
+                                    progress=sys.stderr.isatty() and not args.quiet,
+                                    verify=not args.no_verify))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    print(format_report(report) if not args.quiet else f"RESULT: {report['result']}")
+    if args.json:
+        print(f"Report: {args.json}")
+    return 0 if report["result"] == "PASS" else 1
+
