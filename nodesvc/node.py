@@ -246,28 +246,93 @@ class Node:
         results = await asyncio.gather(*(self._fetch_names(p) for p in self.election.peer_ids))
         if self._leadership != generation or self.election.role is not Role.LEADER:
             return  # lost (or lost and regained) leadership meanwhile: that sync is stale
-        index = {n: self.id for n in self._local_names()}
+        self.index = {n: self.id for n in self._local_names()}
         reported = {self.id: len(self.store) + len(self.write_locks.keys())}
+        duplicates: set[str] = set()
         for pid, names in zip(self.election.peer_ids, results, strict=True):
             view = self.election.peers[pid]
             reported[pid] = view.stored + view.inflight
             if names is not None:
-                for name in names:
-                    index.setdefault(name, pid)
+                duplicates |= self._merge_names(pid, names)
                 reported[pid] = max(reported[pid], len(names))
-        self.index = index
         self.placement.seed(reported)
         self.index_ready.set()
-        log.info("[Node %d] leader index ready: %d images, loads %s", self.id, len(index),
+        log.info("[Node %d] leader index ready: %d images, loads %s", self.id, len(self.index),
                  dict(sorted(reported.items())))
+        if duplicates:
+            self._spawn(self._resolve_duplicates(duplicates))
 
     async def _sync_peer(self, pid: int) -> None:
         names = await self._fetch_names(pid)
         if names is None or self.election.role is not Role.LEADER:
             return
-        for name in names:
-            self.index.setdefault(name, pid)
+        duplicates = self._merge_names(pid, names)
         self.placement.observe(pid, len(names))
+        if duplicates:
+            await self._resolve_duplicates(duplicates)
+
+    def _merge_names(self, pid: int, names: list[str]) -> set[str]:
+        """Add a node's names to the index; return the names some other node holds too."""
+        duplicates = set()
+        for name in names:
+            holder = self.index.setdefault(name, pid)
+            if holder != pid:
+                duplicates.add(name)
+        return duplicates
+
+    async def _resolve_duplicates(self, names: set[str]) -> None:
+        """Two nodes hold one name. That happens when a node stored an image and died before
+        answering, and the client's retry was placed elsewhere. The bytes are the same: keep
+        the newest copy (the retry, the one the client was told about), delete the others.
+        Copies with different bytes are never deleted, only reported."""
+        for name in sorted(names):
+            metas: dict[int, tuple[str, int]] = {}
+            for pid in [self.id, *self.election.peer_ids]:
+                meta = await self._meta(pid, name)
+                if meta is not None:
+                    metas[pid] = meta
+            if len(metas) < 2:
+                continue
+            if len({sha for sha, _ in metas.values()}) > 1:
+                log.error("[Node %d] !!! CONFLICT: %s has different bytes on nodes %s; "
+                          "left as is", self.id, name, sorted(metas))
+                continue
+            keep = max(metas, key=lambda p: (metas[p][1], -p))
+            for pid, (sha, _) in metas.items():
+                if pid != keep and await self._drop_copy(pid, name, sha):
+                    log.info("[Node %d] removed duplicate of %s from node %d (kept node %d)",
+                             self.id, name, pid, keep)
+            self.index[name] = keep
+
+    async def _meta(self, pid: int, name: str) -> tuple[str, int] | None:
+        if pid == self.id:
+            return await asyncio.get_running_loop().run_in_executor(
+                self.executor, self.store.meta, name)
+        host, port = self.addresses[pid]
+        try:
+            resp = await self.client.request(host, port, "GET", f"/peer/meta/{name}")
+        except PeerUnreachable:
+            return None
+        if resp.status != 200:
+            return None
+        data = orjson.loads(resp.body)
+        return str(data["sha256"]), int(data["mtime_ns"])
+
+    async def _drop_copy(self, pid: int, name: str, sha: str) -> bool:
+        if pid == self.id:
+            return await self._remove_local(name, sha)
+        host, port = self.addresses[pid]
+        try:
+            resp = await self.client.request(host, port, "DELETE",
+                                             f"/peer/store/{name}?sha256={sha}")
+        except PeerUnreachable:
+            return False
+        return resp.status == 204
+
+    async def _remove_local(self, name: str, sha: str) -> bool:
+        async with self.write_locks.hold(name):
+            return await asyncio.get_running_loop().run_in_executor(
+                self.executor, self.store.remove_copy, name, sha)
 
     def _local_names(self) -> list[str]:
         return [*self.store.names(), *self.write_locks.keys()]
@@ -295,9 +360,16 @@ class Node:
                 return await self._timed_upload(req, generated_name(req.body))
             return _not_allowed("POST")
         if path.startswith("/peer/store/"):
-            if method != "PUT":
-                return _not_allowed("PUT")
-            return await self.store_local(path[len("/peer/store/"):], req.body)
+            name = path[len("/peer/store/"):]
+            if method == "PUT":
+                return await self.store_local(name, req.body)
+            if method == "DELETE":
+                return await self.peer_drop_copy(req, name)
+            return _not_allowed("PUT, DELETE")
+        if path.startswith("/peer/meta/"):
+            if method != "GET":
+                return _not_allowed("GET")
+            return await self.peer_meta(path[len("/peer/meta/"):])
         routes = {
             "/peer/msg": ("POST", self.peer_message),
             "/peer/names": ("GET", self.peer_names),
@@ -386,11 +458,13 @@ class Node:
                                  f"node {holder} holds {name} and cannot be reached",
                                  headers=[("retry-after", "1")])
             tried: set[int] = set()
+            disk_full: Response | None = None
             while True:
                 target = self.placement.choose(self.election.alive_ids(), exclude=tried)
                 if target is None:
-                    return error(503, "no live node", "no node can store the image now",
-                                 headers=[("retry-after", "1")])
+                    return disk_full or error(503, "no live node",
+                                              "no node can store the image now",
+                                              headers=[("retry-after", "1")])
                 self.placement.reserve(target)
                 try:
                     resp = await self._store_on(target, name, body)
@@ -404,6 +478,7 @@ class Node:
                     self.placement.release(target)
                 if resp.status == 507:
                     tried.add(target)  # that disk is full: another node may have room
+                    disk_full = resp
                     continue
                 if resp.status in (200, 201):
                     self.index[name] = target
@@ -465,10 +540,13 @@ class Node:
             return Response(200, body, ctype, [("x-cloud-p2p-node", str(self.id))])
         if LOCAL_ONLY in req.headers:
             return error(404, "not found", f"{name} is not on node {self.id}")
-        # Ask the node the leader's index names first, then every live node.
+        # Ask the node the leader's index names first, then the live nodes, then the rest
+        # (a node we have not heard from yet may still answer).
         hint = self.index.get(name) if self.election.role is Role.LEADER else None
-        others = [p for p in self.election.alive_ids() if p != self.id]
-        order = ([hint] if hint in others else []) + [p for p in others if p != hint]
+        alive = set(self.election.alive_ids())
+        others = sorted((p for p in self.election.peer_ids if p != hint),
+                        key=lambda p: (p not in alive, p))
+        order = ([hint] if hint is not None and hint != self.id else []) + others
         for pid in order:
             host, port = self.addresses[pid]
             try:
@@ -496,6 +574,26 @@ class Node:
         if reply is None:
             return Response(204)
         return json_response(200, reply.to_dict())
+
+    async def peer_meta(self, name: str) -> Response:
+        if not valid_name(name):
+            return error(400, "invalid name", name[:80])
+        meta = await asyncio.get_running_loop().run_in_executor(
+            self.executor, self.store.meta, name)
+        if meta is None:
+            return error(404, "not found", f"{name} is not on node {self.id}")
+        return json_response(200, {"name": name, "sha256": meta[0], "mtime_ns": meta[1]})
+
+    async def peer_drop_copy(self, req: Request, name: str) -> Response:
+        """The leader removes a redundant copy; only with the matching sha256."""
+        query = req.target.partition("?")[2]
+        sha = query[len("sha256="):] if query.startswith("sha256=") else ""
+        if not valid_name(name) or len(sha) != 64:
+            return error(400, "bad request", "DELETE /peer/store/<name>?sha256=<hex>")
+        if await self._remove_local(name, sha):
+            log.info("[Node %d] removed redundant copy of %s", self.id, name)
+            return Response(204)
+        return error(409, "not removed", f"{name} is not here with sha256 {sha}")
 
     async def peer_names(self, req: Request) -> Response:
         return json_response(200, {"node": self.id, "names": self._local_names()})

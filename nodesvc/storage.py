@@ -156,6 +156,27 @@ class Store:
         self._sha[name] = digest
         return Stored(name, digest, len(data), created=True)
 
+    def meta(self, name: str) -> tuple[str, int] | None:
+        """(sha256, mtime in ns) of a stored image, or None."""
+        if name not in self._sha:
+            return None
+        try:
+            mtime = self.path(name).stat().st_mtime_ns
+        except FileNotFoundError:
+            self._sha.pop(name, None)
+            return None
+        return self.sha256(name), mtime
+
+    def remove_copy(self, name: str, sha256: str) -> bool:
+        """Delete a redundant copy, only if it holds exactly these bytes."""
+        if name not in self._sha or self.sha256(name) != sha256:
+            return False
+        self.path(name).unlink(missing_ok=True)
+        self._sha.pop(name, None)
+        if self.durable:
+            self._fsync_dir()
+        return True
+
     def _existing(self, name: str, digest: str, size: int) -> Stored:
         existing = self.sha256(name)
         if existing != digest:
