@@ -155,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
                                   str(args.dir / "stress-report.json")])
         if args.keep:
             print(f"Nodes running; try: cloud-p2p-client --config {cluster.config_file} status")
+            # Stop on Ctrl+C or SIGTERM, even when started in the background (where a shell
+            # leaves SIGINT ignored); leaving the `with` stops the nodes.
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
             with contextlib.suppress(KeyboardInterrupt):
                 signal.pause()
         return rc
