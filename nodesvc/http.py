@@ -188,14 +188,24 @@ async def _send(conn: h11.Connection, writer: asyncio.StreamWriter, response: Re
     if close:
         headers.append(("connection", "close"))
     try:
-        data = conn.send(h11.Response(status_code=response.status, headers=headers,
-                                      reason=REASONS.get(response.status, "")))
-        data += conn.send(h11.Data(data=response.body)) if response.body else b""
-        data += conn.send(h11.EndOfMessage())
+        chunks = _message_chunks(conn, h11.Response(
+            status_code=response.status, headers=headers,
+            reason=REASONS.get(response.status, "")), response.body)
     except h11.LocalProtocolError:
         return
-    writer.write(data)
+    writer.writelines(chunks)
     await writer.drain()
+
+
+def _message_chunks(conn: h11.Connection, head: h11.Request | h11.Response,
+                    body: bytes) -> list[bytes]:
+    """Head, body and end of one message as chunks to write; the body is passed through
+    without being copied into one big buffer (profiling showed those copies)."""
+    chunks = [conn.send(head) or b""]
+    if body:
+        chunks += conn.send_with_data_passthrough(h11.Data(data=body)) or []
+    chunks.append(conn.send(h11.EndOfMessage()) or b"")
+    return chunks
 
 
 # ---- client ---------------------------------------------------------------------------
@@ -281,11 +291,8 @@ class HttpClient:
                         body: bytes, headers: list[tuple[str, str]]) -> Response:
         ok = False
         try:
-            data = conn.h11.send(h11.Request(method=method, target=target, headers=headers))
-            if body:
-                data += conn.h11.send(h11.Data(data=body))
-            data += conn.h11.send(h11.EndOfMessage())
-            conn.writer.write(data)
+            conn.writer.writelines(_message_chunks(
+                conn.h11, h11.Request(method=method, target=target, headers=headers), body))
             await conn.writer.drain()
             response = await self._read_response(conn)
             ok = True
