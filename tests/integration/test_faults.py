@@ -233,3 +233,23 @@ def test_stress_command_reports_pass_and_writes_json(cluster: LocalCluster,
     for u in data["uploads"]:
         stored = (cluster.shared_dir(u["node"]) / u["name"]).read_bytes()
         assert hashlib.sha256(stored).hexdigest() == u["sha256"]
+
+
+def test_follower_killed_mid_upload_is_replaced_and_clients_see_no_error(
+        cluster: LocalCluster) -> None:
+    with BackgroundUploads(cluster, "fk", concurrency=6) as up:
+        up.wait_for(60)
+        cluster.kill(1, signal.SIGKILL)
+        up.wait_for(len(up.results) + 120)
+    assert all(r.ok for _, r, _ in up.results), [r for _, r, _ in up.results if not r.ok][:3]
+    assert cluster.wait_leader(3, nodes=[2, 3]) == 3
+    cluster.start(1)
+    cluster.wait_leader(3)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            audit(cluster, up.results)
+            break
+        except AssertionError:
+            time.sleep(0.1)
+    audit(cluster, up.results)
