@@ -148,6 +148,7 @@ class Node:
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
+            self._refresh_load()
             self._apply(self.election.tick(now))
             if self.election.role is Role.LEADER:
                 self.placement.observe(self.id, len(self.store))
@@ -161,6 +162,11 @@ class Node:
                     self.notifier.notify(WATCHDOG="1")
 
     # ---- election I/O -------------------------------------------------------------------
+
+    def _refresh_load(self) -> None:
+        """What our election messages report: images stored and writes in progress."""
+        self.election.stored = len(self.store)
+        self.election.inflight = len(self.write_locks.keys())
 
     def _apply(self, actions: Iterable[Action]) -> None:
         for action in actions:
@@ -180,10 +186,6 @@ class Node:
             if to in self._heartbeats_in_flight:
                 return  # the last one has not come back yet; don't pile up
             self._heartbeats_in_flight.add(to)
-        self.election.stored = len(self.store)
-        self.election.inflight = len(self.write_locks.keys())
-        msg = Message(msg.kind, msg.sender, msg.term, msg.leader, self.election.stored,
-                      self.election.inflight, msg.config_hash)
         host, port = self.addresses[to]
         timeout = self.election.timings.leader_timeout
         try:
@@ -419,8 +421,9 @@ class Node:
             except PeerUnreachable as exc:
                 log.info("[Node %d] leader %d unreachable (%s); waiting for a new one",
                          self.id, leader, exc)
-                self._apply(self.election.delivery_failed(leader, Kind.HEARTBEAT,
-                                                          time.monotonic()))
+                if exc.refused:  # gone for sure; a mere timeout is left to the heartbeats
+                    self._apply(self.election.delivery_failed(leader, Kind.HEARTBEAT,
+                                                              time.monotonic()))
                 await asyncio.sleep(0.05)
                 if time.monotonic() > deadline:
                     return error(503, "leader unreachable", str(exc),
@@ -567,8 +570,7 @@ class Node:
             msg = Message.from_dict(orjson.loads(req.body))
         except (orjson.JSONDecodeError, ValueError) as exc:
             return error(400, "bad message", str(exc))
-        self.election.stored = len(self.store)
-        self.election.inflight = len(self.write_locks.keys())
+        self._refresh_load()
         reply, actions = self.election.receive(msg, time.monotonic())
         self._apply(actions)
         if reply is None:
