@@ -1,0 +1,5 @@
+import sys
+
+from cloudlab.cli import main
+
+sys.exit(main())

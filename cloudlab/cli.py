@@ -1,0 +1,146 @@
+"""`python -m cloudlab up|down|status|ssh` — the lab's command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from cloudlab import hosts, image, inventory, network
+from cloudlab.plan import STATE_DIR, HostPlan, gateway
+from cloudlab.plan import hosts as plan_hosts
+
+TOOLS = {"systemd-nspawn": "systemd-container", "debootstrap": "debootstrap",
+         "ip": "iproute2", "ssh": "openssh-client"}
+
+
+class LabError(Exception):
+    pass
+
+
+def _check_machine() -> None:
+    if os.geteuid() != 0:
+        raise LabError("the lab needs root (containers, namespaces, mounts)")
+    missing = sorted({pkg for tool, pkg in TOOLS.items() if shutil.which(tool) is None})
+    if missing:
+        raise LabError(f"missing tools; install them with: apt-get install -y {' '.join(missing)}")
+
+
+def existing_hosts() -> list[HostPlan]:
+    if not STATE_DIR.is_dir():
+        return []
+    found = [HostPlan(int(d.name[1:])) for d in STATE_DIR.iterdir()
+             if d.is_dir() and d.name[:1] == "h" and d.name[1:].isdigit()]
+    return sorted(found, key=lambda h: h.n)
+
+
+def up(count: int) -> list[HostPlan]:
+    _check_machine()
+    t0 = time.monotonic()
+    wanted = plan_hosts(count)
+    extra = [h for h in existing_hosts() if h.n > count]
+    if extra:
+        raise LabError(f"the lab has {len(extra) + count}+ hosts; run `down` first to shrink it")
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    key = hosts.ensure_key()
+    print(f"image: {image.image_dir()}"
+          + ("" if image.image_dir().exists() else " (building with debootstrap, ~2 min)"))
+    img = image.ensure_image(STATE_DIR / "image-build.log")
+    network.ensure_bridge()
+    starting = []
+    for h in wanted:
+        if hosts.pid_of(h) is not None and network.netns_exists(h.netns):
+            continue  # already up: leave it alone
+        hosts.remove_rootfs(h)
+        network.fresh_netns(h)
+        hosts.make_rootfs(h, img)
+        hosts.start(h)
+        starting.append(h)
+    with ThreadPoolExecutor(max_workers=len(wanted)) as pool:
+        states = list(pool.map(hosts.wait_ready, wanted))
+    inventory.INVENTORY.parent.mkdir(parents=True, exist_ok=True)
+    inventory.INVENTORY.write_text(inventory.render(wanted, key, sys.executable))
+    print(f"lab up in {time.monotonic() - t0:.1f}s "
+          f"({len(starting)} started, {len(wanted) - len(starting)} already running)")
+    _table(wanted, states)
+    print(f"inventory: {inventory.INVENTORY}")
+    return wanted
+
+
+def down() -> None:
+    _check_machine()
+    found = existing_hosts()
+    for h in found:
+        hosts.stop(h)
+    for h in found:
+        hosts.remove_rootfs(h)
+        network.remove_netns(h)
+    # Namespaces whose state dir was lost (a crash between steps) go too.
+    for ns in Path("/run/netns").glob("cp2p-h*") if Path("/run/netns").is_dir() else []:
+        if ns.name[6:].isdigit():
+            network.remove_netns(HostPlan(int(ns.name[6:])))
+    network.remove_bridge()
+    inventory.INVENTORY.unlink(missing_ok=True)
+    print(f"lab down ({len(found)} hosts removed)")
+
+
+def status() -> int:
+    found = existing_hosts()
+    if not found:
+        print("lab is down")
+        return 3
+    states = [hosts.system_state(h) if hosts.pid_of(h) else "stopped" for h in found]
+    _table(found, states)
+    return 0 if all(s in ("running", "degraded") for s in states) else 3
+
+
+def _table(found: list[HostPlan], states: list[str]) -> None:
+    print(f"{'HOST':5} {'ADDRESS':14} {'STATE':12} PID")
+    for h, state in zip(found, states, strict=True):
+        print(f"{h.name:5} {h.address:14} {state:12} {hosts.pid_of(h) or '-'}")
+    print(f"(the machine is {gateway()} on the lab bridge)")
+
+
+def ssh(n: int, command: list[str]) -> int:
+    h = HostPlan(n)
+    if hosts.pid_of(h) is None:
+        raise LabError(f"{h.name} is not running (python -m cloudlab status)")
+    args = ["ssh", *hosts.SSH_OPTS, "-i", str(hosts.KEY), f"root@{h.address}", *command]
+    if not command:
+        args.insert(1, "-t")
+    os.execvp("ssh", args)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m cloudlab",
+                                description="Real systemd hosts on this machine, for Ansible.")
+    sub = p.add_subparsers(dest="command", required=True)
+    u = sub.add_parser("up", help="bring up the lab's hosts (idempotent)")
+    u.add_argument("--hosts", type=int, default=3)
+    sub.add_parser("down", help="stop and remove everything up started")
+    sub.add_parser("status", help="the hosts and their state (exit 3 if not all up)")
+    s = sub.add_parser("ssh", help="ssh into host N")
+    s.add_argument("n", type=int)
+    s.add_argument("cmd", nargs=argparse.REMAINDER)
+    args = p.parse_args(argv)
+    try:
+        if args.command == "up":
+            up(args.hosts)
+        elif args.command == "down":
+            down()
+        elif args.command == "status":
+            return status()
+        elif args.command == "ssh":
+            return ssh(args.n, args.cmd)
+    except (LabError, ValueError) as exc:
+        print(f"cloudlab: error: {exc}", file=sys.stderr)
+        return 2
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"cloudlab: {exc}", file=sys.stderr)
+        return 1
+    return 0

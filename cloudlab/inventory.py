@@ -1,0 +1,22 @@
+"""The Ansible inventory of the running lab (pure text)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cloudlab.plan import HostPlan
+
+INVENTORY = Path(__file__).resolve().parents[1] / "lab" / "inventory.ini"
+
+
+def render(hosts: list[HostPlan], key: Path, python: str) -> str:
+    lines = ["# Written by `python -m cloudlab up`; deleted by `down`. Do not edit.", "[nodes]"]
+    lines += [f"{h.name} ansible_host={h.address} node_id={h.n}" for h in hosts]
+    lines += ["", "[nodes:vars]", "ansible_user=root",
+              f"ansible_ssh_private_key_file={key}",
+              "ansible_ssh_common_args='-o StrictHostKeyChecking=no "
+              "-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR'",
+              "ansible_python_interpreter=/usr/bin/python3",
+              "", "[client]",
+              f"localhost ansible_connection=local ansible_python_interpreter={python}", ""]
+    return "\n".join(lines)
