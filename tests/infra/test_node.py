@@ -1,0 +1,72 @@
+"""One test per promise of the deployment, on every node."""
+
+from __future__ import annotations
+
+import hashlib
+
+from conftest import CONFIG, SHARED
+
+
+def test_service_is_active_and_enabled(host) -> None:  # type: ignore[no-untyped-def]
+    svc = host.service("cloud-p2p")
+    assert svc.is_running
+    assert svc.is_enabled
+
+
+def test_service_runs_as_its_own_non_root_user(host) -> None:  # type: ignore[no-untyped-def]
+    pid = host.check_output("systemctl show cloud-p2p -p MainPID --value")
+    assert pid.isdigit() and int(pid) > 0
+    user = host.check_output(f"ps -o user= -p {pid}").strip()
+    assert user == "cloud-p2p"
+    assert host.user("cloud-p2p").shell in ("/usr/sbin/nologin", "/bin/false")
+
+
+def test_systemd_knows_it_is_ready_with_a_status(host) -> None:  # type: ignore[no-untyped-def]
+    # Type=notify: "active" means READY=1 arrived; STATUS= carries the role.
+    status = host.check_output("systemctl show cloud-p2p -p StatusText --value")
+    assert "images stored" in status and ("leader" in status or "follower" in status)
+
+
+def test_node_listens_on_its_port(host, cluster_config, node_id) -> None:  # type: ignore[no-untyped-def]
+    me = next(p for p in cluster_config["peers"] if p["id"] == node_id)
+    address, port = me["address"].rsplit(":", 1)
+    assert host.socket(f"tcp://{address}:{port}").is_listening
+
+
+def test_config_is_identical_on_every_host(host, all_hosts) -> None:  # type: ignore[no-untyped-def]
+    digests = {h.backend.hostname: h.file(CONFIG).sha256sum for h in all_hosts}
+    assert len(set(digests.values())) == 1, digests
+    assert host.file(CONFIG).user == "root"
+    assert host.file(CONFIG).mode == 0o640
+
+
+def test_images_directory_belongs_to_the_service(host) -> None:  # type: ignore[no-untyped-def]
+    d = host.file(SHARED)
+    assert d.is_directory and d.user == "cloud-p2p" and d.mode == 0o750
+
+
+def test_firewall_denies_by_default_and_allows_exactly_ssh_and_the_cluster(
+        host, cluster_config) -> None:  # type: ignore[no-untyped-def]
+    out = host.check_output("ufw status verbose")
+    assert "Status: active" in out
+    assert "deny (incoming)" in out
+    allowed = set()
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[1] == "ALLOW" and "(v6)" not in line:
+            allowed.add(parts[0])
+    ports = {p["address"].rsplit(":", 1)[1] for p in cluster_config["peers"]}
+    assert allowed == {"22/tcp", *(f"{p}/tcp" for p in ports)}
+
+
+def test_stored_files_match_the_last_stress_report(host, node_id, report) -> None:  # type: ignore[no-untyped-def]
+    expected = {u["name"]: u["sha256"] for u in report["uploads"] if u["node"] == node_id}
+    prefix = f"stress-{report['run_id']}-"
+    listing = host.check_output(
+        f"cd {SHARED} && find . -maxdepth 1 -name '{prefix}*' -printf '%f\\n' | sort")
+    names = [n for n in listing.splitlines() if n]
+    assert sorted(names) == sorted(expected), f"node {node_id}: files differ from the report"
+    sums = host.check_output(f"cd {SHARED} && sha256sum {prefix}*") if names else ""
+    actual = {line.split()[1]: line.split()[0] for line in sums.splitlines()}
+    assert actual == expected
+    assert all(len(h) == len(hashlib.sha256().hexdigest()) for h in actual.values())
