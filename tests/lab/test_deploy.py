@@ -1,0 +1,81 @@
+"""The deployment story on the lab's real hosts: preflight, --check, deploy, idempotent
+re-deploy, stress. Needs a running lab (`python -m cloudlab up`); ./run-tests starts one.
+Order matters: the tests run top to bottom against the same hosts."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+INVENTORY = ROOT / "lab" / "inventory.ini"
+BIN = Path(sys.executable).parent
+
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.skipif(not INVENTORY.exists(), reason="the lab is down (python -m cloudlab up)"),
+]
+
+
+def playbook(*args: str, inventory: Path = INVENTORY) -> tuple[int, str, float]:
+    t0 = time.monotonic()
+    proc = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(inventory), *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900,
+                          env={"PATH": f"{BIN}:/usr/sbin:/usr/bin:/sbin:/bin",
+                               "ANSIBLE_FORCE_COLOR": "0", "HOME": "/root"})
+    took = time.monotonic() - t0
+    print(f"ansible-playbook {' '.join(args)}: rc={proc.returncode} in {took:.1f}s")
+    return proc.returncode, proc.stdout + proc.stderr, took
+
+
+def recap(output: str) -> dict[str, dict[str, int]]:
+    rows = re.findall(r"^(\S+)\s+:\s+(ok=.*)$", output, re.MULTILINE)
+    return {host: {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", rest)}
+            for host, rest in rows}
+
+
+def test_preflight_refuses_a_duplicate_node_id_before_touching_hosts(tmp_path: Path) -> None:
+    bad = tmp_path / "inventory.ini"
+    bad.write_text(INVENTORY.read_text().replace("node_id=2", "node_id=1"))
+    rc, out, _ = playbook("playbooks/deploy.yml", inventory=bad)
+    assert rc != 0
+    assert "node_id 1 used by more than one host (h1, h2)" in out
+    assert "PLAY [Install and start" not in out
+
+
+def test_check_mode_reports_changes_without_making_them() -> None:
+    rc, out, _ = playbook("playbooks/deploy.yml", "--check", "--diff")
+    assert rc == 0, out[-3000:]
+    hosts = {h: r for h, r in recap(out).items() if h.startswith("h")}
+    assert hosts and all(r["failed"] == 0 for r in hosts.values())
+
+
+def test_first_deploy_ends_with_one_agreed_leader() -> None:
+    rc, out, _ = playbook("playbooks/deploy.yml")
+    assert rc == 0, out[-3000:]
+    n = len([h for h in recap(out) if h.startswith("h")])
+    assert f"cluster ready: leader is node {n} on every node" in out
+
+
+def test_second_deploy_changes_nothing() -> None:
+    rc, out, _ = playbook("playbooks/deploy.yml")
+    assert rc == 0, out[-3000:]
+    changed = {h: r["changed"] for h, r in recap(out).items()}
+    assert changed and all(c == 0 for c in changed.values()), changed
+
+
+def test_stress_playbook_passes_and_checks_every_host() -> None:
+    rc, out, _ = playbook("playbooks/stress.yml")
+    assert rc == 0, out[-3000:]
+    assert "RESULT: PASS" in out
+    report = orjson.loads((ROOT / "reports" / "last-stress.json").read_bytes())
+    assert report["summary"]["ok"] == 100
+    for node, count in report["distribution"].items():
+        assert f"(Node {node}): {count} requests" in out
+        assert f"node {node}: {count} files, all with the right sha256" in out
