@@ -97,10 +97,10 @@ def parse_address(text: object, where: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-def _positive_int(data: Mapping[str, Any], key: str) -> int:
+def _positive_int(data: Mapping[str, Any], key: str, source: str) -> int:
     value = data.get(key, DEFAULTS[key])
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"config: {key} must be a positive integer, got {value!r}")
+        raise ConfigError(f"{source}: {key} must be a positive integer, got {value!r}")
     return value
 
 
@@ -150,15 +150,15 @@ def parse_config(raw: bytes, source: str = "config.json") -> Config:
     shared_dir = data.get("shared_dir", "./shared_images")
     if not isinstance(shared_dir, str) or not shared_dir:
         raise ConfigError(f'{source}: "shared_dir" must be a non-empty string')
-    settings = {key: _positive_int(data, key) for key in DEFAULTS}
+    settings = {key: _positive_int(data, key, source) for key in DEFAULTS}
     if settings["leader_timeout_ms"] <= settings["heartbeat_ms"]:
         raise ConfigError(f"{source}: leader_timeout_ms must be larger than heartbeat_ms")
-    return Config(
-        peers=tuple(sorted(peers, key=lambda p: p.id)),
-        shared_dir=shared_dir,
-        hash=config_hash({**data, **settings}),
-        **settings,
-    )
+    peers.sort(key=lambda p: p.id)
+    # Hash the meaning (sorted peers, defaults filled), not the file's formatting or order.
+    meaning = {"peers": [[p.id, p.address] for p in peers], "shared_dir": shared_dir,
+               **settings}
+    return Config(peers=tuple(peers), shared_dir=shared_dir, hash=config_hash(meaning),
+                  **settings)
 
 
 def load_config(path: Path) -> Config:

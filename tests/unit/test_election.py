@@ -1,0 +1,225 @@
+"""The bully election, driven step by step with a fake clock and an in-memory network."""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+
+import pytest
+
+from nodesvc.election import Election, Kind, Log, Message, Role, Send, Timings
+
+T = Timings(heartbeat=0.15, leader_timeout=0.6, election_timeout=0.3)
+
+
+class Net:
+    """Instant delivery between live nodes. A dead node either refuses (its host answers:
+    connection refused) or is silent (power cut, partition): silence is only noticed by the
+    state machine's own timeouts, except for ELECTION, which the node shell turns into a
+    delivery failure when its request times out."""
+
+    def __init__(self, ids: list[int], hashes: dict[int, str] | None = None) -> None:
+        self.nodes = {i: Election(i, ids, T, config_hash=(hashes or {}).get(i, "same"))
+                      for i in ids}
+        self.up: set[int] = set()
+        self.refusing: set[int] = set()
+        self.cut: set[frozenset[int]] = set()
+        self.now = 0.0
+        self.queue: deque[tuple[int, Send]] = deque()
+        self.logs: list[str] = []
+        self.leader_history: list[tuple[float, int, int]] = []  # (time, node, its term)
+
+    def _dispatch(self, sender: int, actions: list) -> None:  # type: ignore[type-arg]
+        for a in actions:
+            if isinstance(a, Send):
+                self.queue.append((sender, a))
+            elif isinstance(a, Log):
+                self.logs.append(a.text)
+        node = self.nodes[sender]
+        if node.role is Role.LEADER and (not self.leader_history
+                                         or self.leader_history[-1][1:] != (sender, node.term)):
+            self.leader_history.append((self.now, sender, node.term))
+
+    def start(self, i: int) -> None:
+        self.nodes[i] = Election(i, list(self.nodes), T, config_hash=self.nodes[i].config_hash)
+        self.up.add(i)
+        self.refusing.discard(i)
+        self._dispatch(i, self.nodes[i].start(self.now))
+        self._deliver()
+
+    def kill(self, i: int, refuse: bool = False) -> None:
+        self.up.discard(i)
+        if refuse:
+            self.refusing.add(i)
+
+    def _deliver(self) -> None:
+        while self.queue:
+            sender, send = self.queue.popleft()
+            if sender not in self.up:
+                continue
+            to, msg = send.to, send.message
+            silent = to not in self.up or frozenset((sender, to)) in self.cut
+            if silent:
+                if to in self.refusing or msg.kind is Kind.ELECTION:
+                    self._dispatch(sender, self.nodes[sender].delivery_failed(to, msg.kind,
+                                                                              self.now))
+                continue
+            reply, actions = self.nodes[to].receive(msg, self.now)
+            self._dispatch(to, actions)
+            if reply is not None:
+                _, back = self.nodes[sender].receive(reply, self.now)
+                self._dispatch(sender, back)
+
+    def run(self, seconds: float, step: float = 0.0375) -> None:
+        end = self.now + seconds
+        while self.now < end:
+            self.now = round(self.now + step, 6)
+            for i in sorted(self.up):
+                self._dispatch(i, self.nodes[i].tick(self.now))
+            self._deliver()
+
+    def agreed_leader(self, among: set[int] | None = None) -> int | None:
+        views = {self.nodes[i].leader for i in (among or self.up)}
+        return views.pop() if len(views) == 1 else None
+
+    def time_to_agree(self, expected: int, limit: float, among: set[int] | None = None) -> float:
+        t0 = self.now
+        while self.now - t0 < limit:
+            if self.agreed_leader(among) == expected:
+                return self.now - t0
+            self.run(0.0375)
+        raise AssertionError(f"no agreement on {expected} within {limit}s: "
+                             f"{ {i: self.nodes[i].leader for i in self.up} }")
+
+
+def test_a_lone_highest_node_leads_at_once() -> None:
+    net = Net([1, 2, 3])
+    net.start(3)
+    assert net.nodes[3].role is Role.LEADER and net.nodes[3].term == 1
+    assert "[Node 3] no higher nodes -> becoming coordinator (term 1)" in net.logs
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations([1, 2, 3])))
+def test_any_start_order_converges_on_the_highest_id_within_a_second(order) -> None:  # type: ignore[no-untyped-def]
+    net = Net([1, 2, 3])
+    for i in order:
+        net.start(i)
+        net.run(0.2)
+    assert net.time_to_agree(3, limit=1.0) <= 1.0
+    roles = {i: net.nodes[i].role for i in (1, 2, 3)}
+    assert roles == {1: Role.FOLLOWER, 2: Role.FOLLOWER, 3: Role.LEADER}
+
+
+def test_lower_nodes_wait_for_a_higher_one_that_answers() -> None:
+    net = Net([1, 2, 3])
+    net.start(3)
+    net.start(1)
+    assert net.nodes[1].leader == 3 and net.nodes[1].role is Role.FOLLOWER
+    assert "[Node 1] Coordinator announced: 3" in net.logs
+
+
+def test_a_silent_dead_leader_is_replaced_within_two_seconds() -> None:
+    net = Net([1, 2, 3])
+    for i in (1, 2, 3):
+        net.start(i)
+    net.run(0.5)
+    net.kill(3)  # power cut: no answer at all
+    took = net.time_to_agree(2, limit=2.0)
+    assert took >= T.leader_timeout - 0.1  # it really waited for silence, not less
+    assert net.nodes[2].role is Role.LEADER
+
+
+def test_a_refused_connection_to_the_leader_starts_an_election_at_once() -> None:
+    net = Net([1, 2, 3])
+    for i in (1, 2, 3):
+        net.start(i)
+    net.run(0.5)
+    net.kill(3, refuse=True)  # the process died; its host refuses connections
+    took = net.time_to_agree(2, limit=2.0)
+    assert took <= T.heartbeat + 0.1
+
+
+def test_a_returning_higher_node_takes_over_with_a_later_term() -> None:
+    net = Net([1, 2, 3])
+    for i in (1, 2, 3):
+        net.start(i)
+    net.run(0.5)
+    net.kill(3, refuse=True)
+    net.time_to_agree(2, limit=2.0)
+    net.run(0.5)
+    net.start(3)
+    net.time_to_agree(3, limit=1.0)
+    net.run(0.5)
+    terms = {i: net.nodes[i].term for i in (1, 2, 3)}
+    assert len(set(terms.values())) == 1, terms
+    leaders = [(node, term) for _, node, term in net.leader_history]
+    # Terms name leaderships: every new leader's final term is above the previous one's.
+    final_terms: dict[int, int] = {}
+    order: list[int] = []
+    for node, term in leaders:
+        if not order or order[-1] != node:
+            order.append(node)
+        final_terms[node] = term
+    assert order[-2:] == [2, 3]
+    assert final_terms[3] > final_terms[2]
+
+
+def test_a_coordinator_from_a_lower_node_is_bullied() -> None:
+    net = Net([1, 2, 3])
+    for i in (1, 2, 3):
+        net.start(i)
+    net.run(0.5)
+    fake = Message(Kind.COORDINATOR, 1, 99, 1)
+    _, actions = net.nodes[3].receive(fake, net.now)
+    assert net.nodes[3].role is Role.LEADER
+    assert any(isinstance(a, Send) and a.to == 1 and a.message.kind is Kind.COORDINATOR
+               for a in actions)
+    net._dispatch(3, actions)
+    net._deliver()
+    net.run(0.5)
+    assert net.agreed_leader() == 3
+
+
+def test_a_partition_heals_into_exactly_one_leader() -> None:
+    net = Net([1, 2, 3])
+    for i in (1, 2, 3):
+        net.start(i)
+    net.run(0.5)
+    net.cut = {frozenset((3, 1)), frozenset((3, 2))}
+    net.run(2.0)
+    assert net.nodes[3].role is Role.LEADER
+    assert net.agreed_leader({1, 2}) == 2  # the minority side elected its own
+    net.cut = set()
+    net.run(1.0)
+    assert net.agreed_leader() == 3
+    assert [net.nodes[i].role for i in (1, 2, 3)].count(Role.LEADER) == 1
+
+
+def test_a_config_mismatch_is_logged_once_per_peer_and_listed() -> None:
+    net = Net([1, 2, 3], hashes={1: "aaa", 2: "aaa", 3: "bbb"})
+    for i in (1, 2, 3):
+        net.start(i)
+    net.run(1.0)
+    warnings = [line for line in net.logs if "CONFIG MISMATCH" in line]
+    assert len([w for w in warnings if w.startswith("[Node 1]")]) == 1
+    assert len([w for w in warnings if w.startswith("[Node 3]")]) == 2  # about 1 and 2
+    assert net.nodes[1].config_mismatches() == [3]
+    assert net.nodes[3].config_mismatches() == [1, 2]
+
+
+def test_messages_from_unknown_nodes_are_ignored() -> None:
+    e = Election(1, [1, 2], T)
+    e.start(0.0)
+    reply, actions = e.receive(Message(Kind.COORDINATOR, 7, 5, 7), 0.1)
+    assert reply is None and e.leader != 7
+    assert any(isinstance(a, Log) and "unknown node 7" in a.text for a in actions)
+
+
+def test_message_round_trip_and_rejects() -> None:
+    msg = Message(Kind.HEARTBEAT, 2, 4, 3, stored=10, inflight=1, config_hash="abc")
+    assert Message.from_dict(msg.to_dict()) == msg
+    good = msg.to_dict()
+    for bad in ({**good, "kind": "hello"}, {**good, "sender": -1}, {**good, "term": True},
+                {k: v for k, v in good.items() if k != "leader"}, [1, 2], "x"):
+        with pytest.raises(ValueError):
+            Message.from_dict(bad)

@@ -1,0 +1,65 @@
+"""Least-load placement (pure)."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from nodesvc.placement import Placement
+
+
+def test_fewest_assigned_wins_and_ties_go_to_the_lowest_id() -> None:
+    p = Placement({1: 5, 2: 3, 3: 3})
+    assert p.choose([1, 2, 3]) == 2
+    assert p.choose([3, 1]) == 3
+    assert p.choose([1, 2, 3], exclude=[2]) == 3
+    assert p.choose([2], exclude=[2]) is None
+    assert p.choose([]) is None
+
+
+def test_hundred_uploads_over_three_fresh_nodes_end_34_33_33() -> None:
+    p = Placement()
+    for _ in range(100):
+        node = p.choose([1, 2, 3])
+        assert node is not None
+        p.reserve(node)
+    assert p.assigned == {1: 34, 2: 33, 3: 33}
+
+
+def test_a_new_leader_seeded_from_reports_feeds_the_lagging_node() -> None:
+    p = Placement()
+    p.seed({1: 40, 2: 40, 3: 10})
+    picks = []
+    for _ in range(30):
+        node = p.choose([1, 2, 3])
+        assert node is not None
+        p.reserve(node)
+        picks.append(node)
+    assert picks == [3] * 30
+
+
+def test_observe_never_lowers_and_release_undoes_reserve() -> None:
+    p = Placement({1: 10})
+    p.observe(1, 4)
+    assert p.count(1) == 10
+    p.observe(1, 12)
+    assert p.count(1) == 12
+    p.reserve(2)
+    p.release(2)
+    assert p.count(2) == 0
+    p.release(2)
+    assert p.count(2) == 0  # never negative
+
+
+@given(start=st.integers(0, 1000), nodes=st.integers(1, 7), picks=st.integers(0, 500))
+def test_spread_stays_within_one(start: int, nodes: int, picks: int) -> None:
+    ids = list(range(1, nodes + 1))
+    p = Placement()
+    p.seed(dict.fromkeys(ids, start))
+    for _ in range(picks):
+        node = p.choose(ids)
+        assert node is not None
+        p.reserve(node)
+    counts = [p.count(i) for i in ids]
+    assert max(counts) - min(counts) <= 1
+    assert sum(counts) == start * nodes + picks

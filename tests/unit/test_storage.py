@@ -1,0 +1,98 @@
+"""The durable store: names, exact bytes, idempotence, conflicts, full disks, leftovers."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from nodesvc import storage
+from nodesvc.storage import Conflict, DiskFull, Store, extension_for, valid_name
+
+
+@pytest.mark.parametrize("name", ["a", "cat.png", "A-b_c.1", "9" * 255])
+def test_good_names(name: str) -> None:
+    assert valid_name(name)
+
+
+@pytest.mark.parametrize("name", ["", "../x", "a/b", ".hidden", "-x", "a\x00b", "9" * 256,
+                                  "café.png", "a b", ".", ".."])
+def test_bad_names(name: str) -> None:
+    assert not valid_name(name)
+
+
+@given(st.text(max_size=300))
+def test_an_accepted_name_can_never_leave_the_directory(name: str) -> None:
+    if valid_name(name):
+        assert "/" not in name and "\x00" not in name and name not in (".", "..")
+        assert not name.startswith(".")
+
+
+def test_write_keeps_exact_bytes_and_is_idempotent(tmp_path: Path) -> None:
+    s = Store(tmp_path)
+    s.open()
+    data = os.urandom(5000)
+    first = s.write("x.png", data)
+    assert first.created and first.sha256 == hashlib.sha256(data).hexdigest()
+    assert (tmp_path / "x.png").read_bytes() == data
+    again = s.write("x.png", data)
+    assert not again.created and again.sha256 == first.sha256
+    assert sorted(os.listdir(tmp_path)) == ["x.png"]
+    with pytest.raises(Conflict) as err:
+        s.write("x.png", b"other bytes")
+    assert err.value.existing_sha256 == first.sha256
+    assert (tmp_path / "x.png").read_bytes() == data
+
+
+def test_open_removes_leftover_temporary_files_and_indexes_images(tmp_path: Path) -> None:
+    (tmp_path / ".tmp-x.png-1234").write_bytes(b"half")
+    (tmp_path / "old.png").write_bytes(b"kept")
+    s = Store(tmp_path)
+    assert s.open() == [".tmp-x.png-1234"]
+    assert sorted(os.listdir(tmp_path)) == ["old.png"]
+    assert "old.png" in s and len(s) == 1
+    assert s.read("old.png") == b"kept"
+    with pytest.raises(Conflict):
+        s.write("old.png", b"new")  # an existing file is compared by hash, never replaced
+
+
+def test_a_full_disk_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = Store(tmp_path)
+    s.open()
+    real_write = os.write
+    calls = {"n": 0}
+
+    def failing_write(fd: int, data: bytes) -> int:
+        calls["n"] += 1
+        if calls["n"] > 1:  # some bytes land, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, bytes(data[:100]))
+
+    monkeypatch.setattr(storage.os, "write", failing_write)
+    with pytest.raises(DiskFull):
+        s.write("big.png", b"x" * 10_000)
+    assert os.listdir(tmp_path) == []
+    assert "big.png" not in s
+
+
+def test_remove_copy_needs_the_matching_hash(tmp_path: Path) -> None:
+    s = Store(tmp_path)
+    s.open()
+    stored = s.write("d.png", b"dup")
+    assert not s.remove_copy("d.png", "0" * 64)
+    assert (tmp_path / "d.png").exists()
+    assert s.remove_copy("d.png", stored.sha256)
+    assert not (tmp_path / "d.png").exists() and "d.png" not in s
+
+
+@pytest.mark.parametrize(("head", "ext"), [
+    (b"\x89PNG\r\n\x1a\n....", "png"), (b"\xff\xd8\xff\xe0", "jpg"), (b"GIF89a..", "gif"),
+    (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "webp"), (b"hello", "bin")])
+def test_extension_from_magic_bytes(head: bytes, ext: str) -> None:
+    assert extension_for(head) == ext
+    assert storage.generated_name(head).endswith("." + ext)

@@ -1,0 +1,105 @@
+"""The stress test's pure parts: sizes, test PNGs, percentiles, balance, the report."""
+
+from __future__ import annotations
+
+import argparse
+import struct
+import zlib
+
+import pytest
+
+from nodesvc.client import UploadResult, format_status
+from nodesvc.config import parse_config
+from nodesvc.stress import (
+    build_report,
+    format_report,
+    is_balanced,
+    make_png_parts,
+    parse_size,
+    percentile,
+    tagged_png,
+)
+
+CONFIG = parse_config(b'{"peers": [{"id": 1, "address": "192.0.2.1:7001"},'
+                      b'{"id": 2, "address": "192.0.2.2:7002"}]}')
+
+
+def test_sizes() -> None:
+    assert parse_size("64KiB") == 65536
+    assert parse_size("4MiB") == 4 * 2**20
+    assert parse_size("1000") == 1000
+    for bad in ("abc", "10", "-5KiB"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_size(bad)
+
+
+def chunks(png: bytes) -> list[tuple[bytes, bytes]]:
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    out, i = [], 8
+    while i < len(png):
+        (length,) = struct.unpack(">I", png[i:i + 4])
+        kind, data = png[i + 4:i + 8], png[i + 8:i + 8 + length]
+        (crc,) = struct.unpack(">I", png[i + 8 + length:i + 12 + length])
+        assert crc == zlib.crc32(kind + data) & 0xFFFFFFFF
+        out.append((kind, data))
+        i += 12 + length
+    return out
+
+
+def test_test_images_are_valid_distinct_pngs_of_the_asked_size() -> None:
+    parts = make_png_parts(65536)
+    a, b = tagged_png(parts, "a"), tagged_png(parts, "b")
+    assert a != b
+    assert abs(len(a) - 65536) / 65536 < 0.01
+    found = chunks(a)
+    assert [k for k, _ in found] == [b"IHDR", b"tEXt", b"IDAT", b"IEND"]
+    width, height = struct.unpack(">II", found[0][1][:8])
+    assert len(zlib.decompress(found[2][1])) == height * (1 + width * 3)
+
+
+def test_percentile_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == 50 and percentile(values, 99) == 99
+    assert percentile(values, 100) == 100 and percentile([], 50) == 0
+
+
+def test_balance() -> None:
+    assert is_balanced([34, 33, 33])
+    assert not is_balanced([50, 25, 25])
+    assert not is_balanced([0, 0, 0])
+
+
+def result(name: str, node: int | None, status: int = 201, sha: str = "s") -> tuple:  # type: ignore[type-arg]
+    return (UploadResult(name, status, node, sha if status in (200, 201) else None, 100, 1,
+                         5.0, None if status in (200, 201) else "HTTP 503"), "s")
+
+
+def test_report_passes_only_when_balanced_and_nothing_failed() -> None:
+    ok = [result(f"n{i}", 1 + i % 2) for i in range(10)]
+    report = build_report(CONFIG, "r1", 2, 5, 100, ok, 1.0, lost=[])
+    assert report["result"] == "PASS" and report["distribution"] == {"1": 5, "2": 5}
+    assert report["summary"]["throughput_rps"] == 10.0
+    text = format_report(report)
+    assert "Machine 192.0.2.1 (Node 1): 5 requests" in text and "RESULT: PASS" in text
+    failed = build_report(CONFIG, "r1", 2, 5, 100, [*ok[:-1], result("x", None, 503)], 1.0, [])
+    assert failed["result"] == "FAIL" and failed["failures"][0]["name"] == "x"
+    lost = build_report(CONFIG, "r1", 2, 5, 100, ok, 1.0, lost=["n3"])
+    assert lost["result"] == "FAIL" and lost["summary"]["lost"] == 1
+    corrupt = build_report(CONFIG, "r1", 2, 5, 100, [*ok[:-1], result("c", 2, sha="bad")],
+                           1.0, [])
+    assert corrupt["result"] == "FAIL" and corrupt["summary"]["corrupted"] == 1
+
+
+def test_status_table_shows_down_nodes_and_mismatches() -> None:
+    peers = {p.id: p for p in CONFIG.peers}
+    text = format_status(peers, {
+        1: {"role": "leader", "leader": 1, "term": 2, "stored": 5, "config_hash": "a",
+            "config_mismatch": []},
+        2: "unreachable (refused)"})
+    assert "unreachable (refused)" in text and "Leader: node 1" in text
+    text = format_status(peers, {
+        1: {"role": "leader", "leader": 1, "term": 2, "stored": 5, "config_hash": "a",
+            "config_mismatch": [2]},
+        2: {"role": "follower", "leader": 1, "term": 2, "stored": 5, "config_hash": "b",
+            "config_mismatch": [1]}})
+    assert text.count("MISMATCH") == 2
