@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cloudlab import hosts, image, inventory, network
-from cloudlab.plan import STATE_DIR, HostPlan, gateway
+from cloudlab.plan import STATE_DIR, SUBNET, HostPlan, gateway
 from cloudlab.plan import hosts as plan_hosts
 
 TOOLS = {"systemd-nspawn": "systemd-container", "debootstrap": "debootstrap",
@@ -85,6 +85,11 @@ def down() -> None:
             network.remove_netns(HostPlan(int(ns.name[6:])))
     network.remove_bridge()
     inventory.INVENTORY.unlink(missing_ok=True)
+    # The stress play's client config names the lab's addresses too: nothing may point
+    # at them once the lab is gone.
+    client_config = inventory.INVENTORY.parents[1] / "reports" / "client-config.json"
+    if client_config.is_file() and str(SUBNET.network_address)[:-1] in client_config.read_text():
+        client_config.unlink()
     print(f"lab down ({len(found)} hosts removed)")
 
 
