@@ -44,8 +44,9 @@ class Cluster:
     """The nodes of one config.json, seen from a client."""
 
     def __init__(self, peers: Sequence[Peer], *, deadline: float = 20.0,
-                 pool_size: int = 16) -> None:
+                 pool_size: int = 16, token: bytes | None = None) -> None:
         self.peers = {p.id: p for p in peers}
+        self.headers = [("authorization", f"Bearer {token.decode()}")] if token else []
         self.order = sorted(self.peers, reverse=True)  # bully: the highest id usually leads
         self.deadline = deadline
         self.http = HttpClient(connect_timeout=1.0, max_idle=pool_size)
@@ -58,7 +59,7 @@ class Cluster:
                       timeout: float = 30.0) -> Response:
         peer = self.peers[node]
         return await self.http.request(peer.host, peer.port, method, target, body,
-                                       timeout=timeout)
+                                       self.headers, timeout=timeout)
 
     async def status_all(self) -> dict[int, dict[str, object] | str]:
         """Each node's /status, or the reason it could not be read."""
@@ -156,6 +157,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Upload, fetch and stress-test images on a cloud-p2p cluster.")
     p.add_argument("--config", type=Path,
                    help="the cluster's config.json (default: $CONFIG_FILE, else ./config.json)")
+    p.add_argument("--token-file", type=Path,
+                   help="client token for clusters that require one "
+                        "(default: $CLOUD_P2P_TOKEN_FILE)")
     sub = p.add_subparsers(dest="command", required=True)
     up = sub.add_parser("upload", help="upload image files (name = file name)")
     up.add_argument("files", nargs="+", type=Path)
@@ -178,12 +182,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"cloud-p2p-client: error: {exc}", file=sys.stderr)
         return 2
+    token_file = args.token_file or os.environ.get("CLOUD_P2P_TOKEN_FILE")
+    token = None
+    if token_file:
+        try:
+            token = Path(token_file).read_bytes().strip()
+        except OSError as exc:
+            print(f"cloud-p2p-client: error: {token_file}: {exc.strerror}", file=sys.stderr)
+            return 2
     if args.command == "stress":
         from nodesvc.stress import run_command
-        return run_command(config, args)
+        return run_command(config, args, token)
     handlers = {"upload": _upload_cmd, "get": _get_cmd, "status": _status_cmd}
     try:
-        return asyncio.run(handlers[args.command](Cluster(config.peers), args))
+        return asyncio.run(handlers[args.command](Cluster(config.peers, token=token), args))
     except KeyboardInterrupt:
         return 130
 

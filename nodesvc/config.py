@@ -18,6 +18,8 @@ from typing import Any
 
 import orjson
 
+from nodesvc.auth import load_secret
+
 DEFAULTS: dict[str, int] = {
     "max_image_bytes": 32 * 1024 * 1024,
     "heartbeat_ms": 150,
@@ -74,6 +76,8 @@ class NodeSettings:
     bind_host: str
     bind_port: int
     config_file: Path
+    secret: bytes | None = None        # CLUSTER_SECRET_FILE: signs peer messages
+    client_token: bytes | None = None  # CLIENT_TOKEN_FILE: required on uploads
 
 
 def parse_address(text: object, where: str) -> tuple[str, int]:
@@ -201,4 +205,13 @@ def load_settings(env: Mapping[str, str]) -> NodeSettings:
     bind_host, bind_port = me.host, me.port
     if env.get("BIND"):
         bind_host, bind_port = parse_address(env["BIND"], "BIND")
-    return NodeSettings(config, node_id, shared_dir, bind_host, bind_port, config_file)
+    secrets: dict[str, bytes | None] = {}
+    for var in ("CLUSTER_SECRET_FILE", "CLIENT_TOKEN_FILE"):
+        secrets[var] = None
+        if env.get(var):
+            try:
+                secrets[var] = load_secret(env[var])
+            except ValueError as exc:
+                raise ConfigError(f"{var}={exc}") from None
+    return NodeSettings(config, node_id, shared_dir, bind_host, bind_port, config_file,
+                        secrets["CLUSTER_SECRET_FILE"], secrets["CLIENT_TOKEN_FILE"])

@@ -24,7 +24,7 @@ class LocalCluster:
     """Node processes started by us; stopped by their PIDs only."""
 
     def __init__(self, workdir: Path, ports: list[int], extra: dict[str, int] | None = None,
-                 host: str = "127.0.0.1") -> None:
+                 host: str = "127.0.0.1", secret: bool = True) -> None:
         self.workdir = workdir
         self.host = host
         self.ports = {i + 1: port for i, port in enumerate(ports)}
@@ -34,6 +34,12 @@ class LocalCluster:
                   "shared_dir": "./shared_images", **(extra or {})}
         workdir.mkdir(parents=True, exist_ok=True)
         self.config_file.write_bytes(orjson.dumps(config, option=orjson.OPT_INDENT_2))
+        # A cluster secret, as the deploy makes one: peer messages are signed.
+        self.secret_file: Path | None = None
+        if secret:
+            self.secret_file = workdir / "cluster.secret"
+            self.secret_file.write_text(os.urandom(32).hex())
+            self.secret_file.chmod(0o600)
 
     def shared_dir(self, node: int) -> Path:
         return self.workdir / f"node{node}" / "shared_images"
@@ -44,6 +50,8 @@ class LocalCluster:
     def start(self, node: int, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         full_env = {**os.environ, "NODE_ID": str(node), "CONFIG_FILE": str(self.config_file),
                     "SHARED_DIR": str(self.shared_dir(node)), "PYTHONUNBUFFERED": "1",
+                    **({"CLUSTER_SECRET_FILE": str(self.secret_file)} if self.secret_file
+                       else {}),
                     **(env or {})}
         if "NOTIFY_SOCKET" not in (env or {}):
             full_env.pop("NOTIFY_SOCKET", None)  # we are not systemd for these children

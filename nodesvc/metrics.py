@@ -17,6 +17,9 @@ class Metrics:
                                  "Uploads this follower passed to the leader", registry=r)
         self.placements = Counter("cloudp2p_placements", "Images the leader placed, by node",
                                   ["node"], registry=r)
+        self.refused = Counter("cloudp2p_refused_requests",
+                               "Requests refused for a bad peer signature or client token",
+                               ["why"], registry=r)
         self.elections = Counter("cloudp2p_leader_changes", "Leader changes seen", registry=r)
         self.bytes_written = Counter("cloudp2p_bytes_written", "Image bytes written here",
                                      registry=r)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import signal
 import time
@@ -22,6 +23,8 @@ from dataclasses import asdict
 import orjson
 
 from nodesvc import __version__
+from nodesvc.auth import HEADER as AUTH_HEADER
+from nodesvc.auth import PeerAuth
 from nodesvc.config import NodeSettings
 from nodesvc.election import Action, Election, Kind, Log, Message, Role, Send, Timings
 from nodesvc.http import (
@@ -90,6 +93,8 @@ class Node:
             config_hash=cfg.hash)
         self.placement = Placement()
         self.client = HttpClient(connect_timeout=cfg.election_timeout_ms / 1000)
+        self.auth = PeerAuth(settings.secret, self.id) if settings.secret else None
+        self._client_token = settings.client_token
         self.server = HttpServer(self.handle, ServerLimits(max_body=cfg.max_image_bytes))
         self.metrics = Metrics(self.id)
         self.notifier = notifier or Notifier()
@@ -120,6 +125,9 @@ class Node:
                                             reuse_address=True, backlog=1024)
         log.info("[Node %d] listening on %s:%d (%d images in %s, config %s)", self.id,
                  s.bind_host, s.bind_port, len(self.store), s.shared_dir, s.config.hash)
+        if self.auth is None:
+            log.warning("[Node %d] peer authentication is OFF (no CLUSTER_SECRET_FILE): "
+                        "anyone who reaches this port can take part in elections", self.id)
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self._stop.set)
@@ -186,12 +194,10 @@ class Node:
             if to in self._heartbeats_in_flight:
                 return  # the last one has not come back yet; don't pile up
             self._heartbeats_in_flight.add(to)
-        host, port = self.addresses[to]
         timeout = self.election.timings.leader_timeout
         try:
-            resp = await self.client.request(host, port, "POST", "/peer/msg",
-                                             orjson.dumps(msg.to_dict()),
-                                             [("content-type", "application/json")], timeout)
+            resp = await self._peer_request(to, "POST", "/peer/msg", orjson.dumps(msg.to_dict()),
+                                            [("content-type", "application/json")], timeout)
             reply = Message.from_dict(orjson.loads(resp.body)) if resp.status == 200 else None
         except (PeerUnreachable, ValueError) as exc:
             # A refused connection is a dead peer; a slow answer is not (yet): the tick's
@@ -231,10 +237,9 @@ class Node:
     # ---- the leader's name index --------------------------------------------------------
 
     async def _fetch_names(self, pid: int) -> list[str] | None:
-        host, port = self.addresses[pid]
         try:
-            resp = await self.client.request(host, port, "GET", "/peer/names",
-                                             timeout=max(1.0, self.election.timings.leader_timeout))
+            resp = await self._peer_request(pid, "GET", "/peer/names",
+                                            timeout=max(1.0, self.election.timings.leader_timeout))
         except PeerUnreachable:
             return None
         if resp.status != 200:
@@ -310,9 +315,8 @@ class Node:
         if pid == self.id:
             return await asyncio.get_running_loop().run_in_executor(
                 self.executor, self.store.meta, name)
-        host, port = self.addresses[pid]
         try:
-            resp = await self.client.request(host, port, "GET", f"/peer/meta/{name}")
+            resp = await self._peer_request(pid, "GET", f"/peer/meta/{name}")
         except PeerUnreachable:
             return None
         if resp.status != 200:
@@ -323,10 +327,8 @@ class Node:
     async def _drop_copy(self, pid: int, name: str, sha: str) -> bool:
         if pid == self.id:
             return await self._remove_local(name, sha)
-        host, port = self.addresses[pid]
         try:
-            resp = await self.client.request(host, port, "DELETE",
-                                             f"/peer/store/{name}?sha256={sha}")
+            resp = await self._peer_request(pid, "DELETE", f"/peer/store/{name}?sha256={sha}")
         except PeerUnreachable:
             return False
         return resp.status == 204
@@ -341,6 +343,38 @@ class Node:
 
     # ---- HTTP routing -------------------------------------------------------------------
 
+    async def _peer_request(self, pid: int, method: str, target: str, body: bytes = b"",
+                            headers: Iterable[tuple[str, str]] = (),
+                            timeout: float = 10.0) -> Response:
+        """A request to another node, signed when the cluster has a secret."""
+        host, port = self.addresses[pid]
+        all_headers = list(headers)
+        if self.auth is not None:
+            all_headers.append((AUTH_HEADER, self.auth.sign(method, target, body)))
+        return await self.client.request(host, port, method, target, body, all_headers,
+                                         timeout)
+
+    def _refusal(self, req: Request) -> Response | None:
+        """401 for an unsigned peer request or an upload without the client token."""
+        peer_only = req.path.startswith("/peer/") or FORWARDED in req.headers \
+            or LOCAL_ONLY in req.headers
+        if peer_only and self.auth is not None:
+            reason = self.auth.verify(req.headers.get(AUTH_HEADER), req.method, req.target,
+                                      req.body)
+            if reason is not None:
+                self.metrics.refused.labels(why="peer").inc()
+                log.warning("[Node %d] refused %s %s: %s", self.id, req.method,
+                            req.path[:80], reason)
+                return error(401, "unauthorized", reason)
+        elif self._client_token is not None and req.path.startswith("/images") \
+                and req.method in ("PUT", "POST"):
+            given = req.headers.get("authorization", "").removeprefix("Bearer ").encode()
+            if not hmac.compare_digest(given, self._client_token):
+                self.metrics.refused.labels(why="client").inc()
+                return error(401, "unauthorized", "uploads need Authorization: Bearer <token>",
+                             headers=[("www-authenticate", "Bearer")])
+        return None
+
     async def handle(self, req: Request) -> Response:
         self._requests_in_flight += 1
         try:
@@ -349,6 +383,9 @@ class Node:
             self._requests_in_flight -= 1
 
     async def _route(self, req: Request) -> Response:
+        refusal = self._refusal(req)
+        if refusal is not None:
+            return refusal
         path, method = req.path, req.method
         if path.startswith("/images/"):
             name = path[len("/images/"):]
@@ -413,11 +450,10 @@ class Node:
                              headers=[("retry-after", "1")])
             if leader == self.id:
                 return await self.place(name, req.body)
-            host, port = self.addresses[leader]
             try:
-                resp = await self.client.request(
-                    host, port, "PUT", f"/images/{name}", req.body,
-                    [(FORWARDED, str(self.id))], timeout=UPLOAD_DEADLINE * 2)
+                resp = await self._peer_request(leader, "PUT", f"/images/{name}", req.body,
+                                                [(FORWARDED, str(self.id))],
+                                                timeout=UPLOAD_DEADLINE * 2)
             except PeerUnreachable as exc:
                 log.info("[Node %d] leader %d unreachable (%s); waiting for a new one",
                          self.id, leader, exc)
@@ -494,9 +530,8 @@ class Node:
     async def _store_on(self, target: int, name: str, body: bytes) -> Response:
         if target == self.id:
             return await self.store_local(name, body)
-        host, port = self.addresses[target]
-        resp = await self.client.request(host, port, "PUT", f"/peer/store/{name}", body,
-                                         timeout=UPLOAD_DEADLINE * 2)
+        resp = await self._peer_request(target, "PUT", f"/peer/store/{name}", body,
+                                        timeout=UPLOAD_DEADLINE * 2)
         if resp.status >= 500 and resp.status != 507:
             raise PeerUnreachable(f"node {target} answered {resp.status}")
         return resp
@@ -551,10 +586,9 @@ class Node:
                         key=lambda p: (p not in alive, p))
         order = ([hint] if hint is not None and hint != self.id else []) + others
         for pid in order:
-            host, port = self.addresses[pid]
             try:
-                resp = await self.client.request(host, port, "GET", f"/images/{name}",
-                                                 headers=[(LOCAL_ONLY, "1")])
+                resp = await self._peer_request(pid, "GET", f"/images/{name}",
+                                                headers=[(LOCAL_ONLY, "1")])
             except PeerUnreachable:
                 continue
             if resp.status == 200:

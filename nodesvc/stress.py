@@ -81,9 +81,10 @@ def new_run_id() -> str:
 
 
 async def run_stress(config: Config, clients: int, requests: int, size: int, run_id: str,
-                     progress: bool = False, verify: bool = True) -> dict[str, object]:
+                     progress: bool = False, verify: bool = True,
+                     token: bytes | None = None) -> dict[str, object]:
     parts = make_png_parts(size)
-    cluster = Cluster(config.peers, pool_size=max(16, clients))
+    cluster = Cluster(config.peers, pool_size=max(16, clients), token=token)
     await cluster.find_leader()
     bar = tqdm(total=clients * requests, unit="req", disable=not progress, file=sys.stderr,
                desc="uploading")
@@ -257,14 +258,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="print only the RESULT line")
 
 
-def run_command(config: Config, args: argparse.Namespace) -> int:
+def run_command(config: Config, args: argparse.Namespace, token: bytes | None = None) -> int:
     run_id = args.run_id or new_run_id()
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,60}", run_id):
         print(f"cloud-p2p-client: error: bad --run-id {run_id!r}", file=sys.stderr)
         return 2
     report = asyncio.run(run_stress(config, args.clients, args.requests, args.size, run_id,
                                     progress=sys.stderr.isatty() and not args.quiet,
-                                    verify=not args.no_verify))
+                                    verify=not args.no_verify, token=token))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))

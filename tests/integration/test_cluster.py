@@ -126,7 +126,7 @@ def test_bad_requests_get_precise_errors_and_store_nothing(make_cluster) -> None
     assert c.request(2, "GET", "/images/missing.png")[0] == 404
     assert c.request(2, "DELETE", "/images/ok.png")[0] == 405
     assert c.request(2, "GET", "/nowhere")[0] == 404
-    assert c.request(2, "POST", "/peer/msg", b"{not json")[0] == 400
+    assert c.request(2, "POST", "/peer/msg", b"{not json")[0] == 401  # unsigned: refused
     assert set(stored_everywhere(c)) == {"ok.png"}
     assert c.wait_leader(3) == 3  # nothing above upset the cluster
 

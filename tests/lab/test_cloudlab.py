@@ -54,3 +54,13 @@ def test_cache_key_follows_the_package_list(monkeypatch: pytest.MonkeyPatch) -> 
     before = image.cache_key()
     monkeypatch.setattr(image, "PACKAGES", [*image.PACKAGES, "curl"])
     assert image.cache_key() != before
+
+
+@pytest.mark.parametrize("command", [["up"], ["down"], ["status"], ["ssh", "1"]])
+def test_only_root_may_run_the_lab(command: list[str], monkeypatch: pytest.MonkeyPatch,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from cloudlab import cli
+
+    monkeypatch.setattr(cli.os, "geteuid", lambda: 1000)
+    assert cli.main(command) == 2
+    assert "needs root" in capsys.readouterr().err

@@ -1,0 +1,69 @@
+"""Peer authentication and the client token on a real loopback cluster."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import orjson
+
+from nodesvc.election import Kind, Message
+from nodesvc.localcluster import LocalCluster
+
+
+def forged(kind: Kind, sender: int, term: int) -> bytes:
+    return orjson.dumps(Message(kind, sender, term, sender).to_dict())
+
+
+def test_a_forged_coordinator_from_outside_does_not_change_the_leader(
+        cluster: LocalCluster) -> None:
+    # An outside process claims, as node 1 and with a huge term, to be the coordinator.
+    for node in (1, 2, 3):
+        code, body = cluster.request(node, "POST", "/peer/msg",
+                                     forged(Kind.COORDINATOR, 1, 10_000))
+        assert code == 401 and b"missing peer signature" in body
+        code, _ = cluster.request(node, "POST", "/peer/msg", forged(Kind.COORDINATOR, 1, 10_000),
+                                  headers={"x-cloud-p2p-auth": "1:0:ab:cd"})
+        assert code == 401
+    time.sleep(0.5)
+    assert cluster.wait_leader(3, timeout=2) == 3
+    assert all(cluster.status(n)["term"] < 10_000 for n in (1, 2, 3))
+    # Nor can it store behind the leader's back, or read a node's private listing.
+    assert cluster.request(1, "PUT", "/peer/store/evil.png", b"x")[0] == 401
+    assert cluster.request(1, "GET", "/peer/names")[0] == 401
+    assert cluster.request(2, "PUT", "/images/evil.png", b"x",
+                           headers={"x-cloud-p2p-forwarded": "1"})[0] == 401
+    assert all("evil.png" not in cluster.files(n) for n in (1, 2, 3))
+    _, metrics = cluster.request(1, "GET", "/metrics")
+    assert b'cloudp2p_refused_requests_total{why="peer"}' in metrics
+
+
+def test_a_node_with_another_secret_cannot_join(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    c: LocalCluster = make_cluster()
+    c.start(1)
+    c.start(2)
+    other = c.workdir / "other.secret"
+    other.write_text(os.urandom(32).hex())
+    other.chmod(0o600)
+    c.start(3, {"CLUSTER_SECRET_FILE": str(other)})  # would lead if it were believed
+    assert c.wait_leader(2, nodes=[1, 2], timeout=5) == 2
+    time.sleep(1.0)
+    assert c.leaders([1, 2]) == {1: 2, 2: 2}
+    assert "bad peer signature" in c.log_file(1).read_text()
+
+
+def test_uploads_need_the_client_token_when_one_is_set(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    c: LocalCluster = make_cluster()
+    token = c.workdir / "client.token"
+    token.write_text("t" * 32)
+    token.chmod(0o600)
+    for node in (1, 2, 3):
+        c.start(node, {"CLIENT_TOKEN_FILE": str(token)})
+    c.wait_leader(3)
+    code, body = c.request(1, "PUT", "/images/a.png", b"png")
+    assert code == 401 and b"Bearer" in body
+    assert c.request(1, "PUT", "/images/a.png", b"png",
+                     headers={"authorization": "Bearer wrong"})[0] == 401
+    assert c.request(1, "PUT", "/images/a.png", b"png",
+                     headers={"authorization": "Bearer " + "t" * 32})[0] == 201
+    assert c.request(2, "GET", "/images/a.png") == (200, b"png")  # reads stay open

@@ -1,0 +1,74 @@
+"""Peer message signatures: forged, tampered, stale and replayed messages are refused."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from nodesvc.auth import PeerAuth, load_secret
+
+SECRET = b"s" * 32
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_a_signed_request_verifies_once() -> None:
+    clock = Clock()
+    a, b = PeerAuth(SECRET, 1, clock=clock), PeerAuth(SECRET, 2, clock=clock)
+    sig = a.sign("POST", "/peer/msg", b"body")
+    assert b.verify(sig, "POST", "/peer/msg", b"body") is None
+    assert b.verify(sig, "POST", "/peer/msg", b"body") == "replayed peer message"
+
+
+@pytest.mark.parametrize(("method", "target", "body"), [
+    ("PUT", "/peer/msg", b"body"), ("POST", "/peer/names", b"body"), ("POST", "/peer/msg", b"x")])
+def test_any_change_breaks_the_signature(method: str, target: str, body: bytes) -> None:
+    clock = Clock()
+    sig = PeerAuth(SECRET, 1, clock=clock).sign("POST", "/peer/msg", b"body")
+    reason = PeerAuth(SECRET, 2, clock=clock).verify(sig, method, target, body)
+    assert reason is not None and "bad peer signature" in reason
+
+
+def test_another_secret_or_no_signature_is_refused() -> None:
+    clock = Clock()
+    sig = PeerAuth(b"x" * 32, 1, clock=clock).sign("POST", "/peer/msg", b"")
+    b = PeerAuth(SECRET, 2, clock=clock)
+    assert "bad peer signature" in (b.verify(sig, "POST", "/peer/msg", b"") or "")
+    assert b.verify(None, "POST", "/peer/msg", b"") == "missing peer signature"
+    assert b.verify("1:2:3", "POST", "/peer/msg", b"") == "malformed peer signature"
+    forged_sender = sig.replace("1:", "3:", 1)
+    assert "bad peer signature" in (b.verify(forged_sender, "POST", "/peer/msg", b"") or "")
+
+
+def test_old_messages_are_refused_after_the_window() -> None:
+    clock = Clock()
+    sig = PeerAuth(SECRET, 1, clock=clock).sign("POST", "/peer/msg", b"")
+    clock.t += 31
+    reason = PeerAuth(SECRET, 2, clock=clock).verify(sig, "POST", "/peer/msg", b"")
+    assert reason is not None and "time window" in reason
+
+
+def test_secret_files_must_be_private_and_long_enough(tmp_path: Path) -> None:
+    f = tmp_path / "secret"
+    f.write_text(os.urandom(32).hex())
+    f.chmod(0o640)
+    assert len(load_secret(str(f))) == 64
+    f.chmod(0o644)
+    with pytest.raises(ValueError, match="must not be readable by others"):
+        load_secret(str(f))
+    f.write_text("short")
+    f.chmod(0o600)
+    with pytest.raises(ValueError, match="too short"):
+        load_secret(str(f))
+    with pytest.raises(ValueError, match="cannot read"):
+        load_secret(str(tmp_path / "missing"))
+    with pytest.raises(ValueError):
+        PeerAuth(b"short", 1)
