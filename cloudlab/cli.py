@@ -94,6 +94,7 @@ def down() -> None:
 
 
 def status() -> int:
+    _check_machine()
     found = existing_hosts()
     if not found:
         print("lab is down")
@@ -111,6 +112,7 @@ def _table(found: list[HostPlan], states: list[str]) -> None:
 
 
 def ssh(n: int, command: list[str]) -> int:
+    _check_machine()
     h = HostPlan(n)
     if hosts.pid_of(h) is None:
         raise LabError(f"{h.name} is not running (python -m cloudlab status)")
