@@ -70,3 +70,25 @@ def test_stored_files_match_the_last_stress_report(host, node_id, report) -> Non
     actual = {line.split()[1]: line.split()[0] for line in sums.splitlines()}
     assert actual == expected
     assert all(len(h) == len(hashlib.sha256().hexdigest()) for h in actual.values())
+
+
+def test_cluster_secret_is_readable_only_by_the_service(host) -> None:  # type: ignore[no-untyped-def]
+    f = host.file("/etc/cloud-p2p/cluster.secret")
+    assert f.user == "root" and f.group == "cloud-p2p" and f.mode == 0o640
+    assert len(f.content_string.strip()) >= 32
+    env = host.check_output("systemctl show cloud-p2p -p Environment --value")
+    assert "CLUSTER_SECRET_FILE=/etc/cloud-p2p/cluster.secret" in env
+    log = host.check_output("journalctl -u cloud-p2p --no-pager -n 2000")
+    assert "peer authentication is OFF" not in log
+
+
+def test_unit_is_hardened(host) -> None:  # type: ignore[no-untyped-def]
+    props = host.check_output(
+        "systemctl show cloud-p2p -p ProtectSystem -p NoNewPrivileges -p PrivateTmp "
+        "-p RestrictAddressFamilies -p CapabilityBoundingSet")
+    assert "ProtectSystem=strict" in props and "NoNewPrivileges=yes" in props
+    families = props.split("RestrictAddressFamilies=", 1)[1].split("\n", 1)[0].split()
+    assert sorted(families) == ["AF_INET", "AF_INET6", "AF_UNIX"]
+    out = host.check_output("systemd-analyze security cloud-p2p --no-pager")
+    exposure = float(out.rsplit("Overall exposure level for cloud-p2p.service:", 1)[1].split()[0])
+    assert exposure <= 2.0, out[-500:]

@@ -79,3 +79,31 @@ def test_stress_playbook_passes_and_checks_every_host() -> None:
     for node, count in report["distribution"].items():
         assert f"(Node {node}): {count} requests" in out
         assert f"node {node}: {count} files, all with the right sha256" in out
+
+
+def test_ufw_drops_a_port_that_is_not_allowed() -> None:
+    """A listener on 8080 answers inside the host, but the firewall drops it from outside,
+    while the cluster port is reachable."""
+    import socket
+
+    from cloudlab import hosts
+    from cloudlab.plan import HostPlan
+
+    h = HostPlan(1)
+    start = hosts.ssh(h, "systemd-run --unit=probe-8080 --property=RuntimeMaxSec=60 "
+                         "python3 -m http.server 8080 --bind 0.0.0.0")
+    assert start.returncode == 0, start.stderr
+    try:
+        inside = ""
+        for _ in range(20):
+            inside = hosts.ssh(h, "python3 -c \"import urllib.request as u;"
+                                  "print(u.urlopen('http://127.0.0.1:8080/').status)\"").stdout
+            if "200" in inside:
+                break
+            time.sleep(0.2)
+        assert "200" in inside  # the listener is really there
+        with pytest.raises(TimeoutError):
+            socket.create_connection((h.address, 8080), timeout=2).close()
+        socket.create_connection((h.address, 7001), timeout=2).close()
+    finally:
+        hosts.ssh(h, "systemctl stop probe-8080")
