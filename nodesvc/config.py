@@ -25,6 +25,8 @@ DEFAULTS: dict[str, int] = {
     "heartbeat_ms": 150,
     "leader_timeout_ms": 600,
     "election_timeout_ms": 300,
+    "client_timeout_ms": 10_000,   # a connection must send its request head within this
+    "max_connections": 1024,       # more open connections than this are closed at once
 }
 KNOWN_KEYS = {"peers", "shared_dir", *DEFAULTS}
 _LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")  # one DNS label
@@ -53,6 +55,8 @@ class Config:
     heartbeat_ms: int = DEFAULTS["heartbeat_ms"]
     leader_timeout_ms: int = DEFAULTS["leader_timeout_ms"]
     election_timeout_ms: int = DEFAULTS["election_timeout_ms"]
+    client_timeout_ms: int = DEFAULTS["client_timeout_ms"]
+    max_connections: int = DEFAULTS["max_connections"]
     hash: str = field(default="", compare=False)
 
     def peer(self, node_id: int) -> Peer:

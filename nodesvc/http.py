@@ -104,9 +104,12 @@ class HttpServer:
                      writer: asyncio.StreamWriter) -> None:
         first = True
         while True:
+            # A deadline for the whole request head, not per read: a slowloris client that
+            # trickles a byte at a time is cut off all the same.
             timeout = self.limits.header_timeout if first else self.limits.idle_timeout
             try:
-                event = await _next_event(conn, reader, timeout)
+                async with asyncio.timeout(timeout):
+                    event = await _next_event(conn, reader)
             except h11.RemoteProtocolError as exc:
                 status = exc.error_status_hint
                 if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
@@ -116,6 +119,13 @@ class HttpServer:
                 return
             first = False
             assert isinstance(event, h11.Request)
+            # h11 bounds a head that arrives in pieces; one that arrives whole is checked here.
+            head_size = len(event.target) + sum(len(k) + len(v) + 4 for k, v in event.headers)
+            if head_size > self.limits.max_header_bytes:
+                await _send(conn, writer, error(431, "headers too large",
+                                                f"over {self.limits.max_header_bytes} bytes"),
+                            close=True)
+                return
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers}
             request = Request(event.method.decode("ascii"), event.target.decode("latin-1"),
                               headers)
@@ -153,7 +163,7 @@ class HttpServer:
         size = 0
         async with asyncio.timeout(self.limits.body_timeout):
             while True:
-                event = await _next_event(conn, reader, None)
+                event = await _next_event(conn, reader)
                 if isinstance(event, h11.Data):
                     size += len(event.data)
                     if size > self.limits.max_body:
@@ -165,16 +175,11 @@ class HttpServer:
                     raise h11.RemoteProtocolError("connection closed mid-body")
 
 
-async def _next_event(conn: h11.Connection, reader: asyncio.StreamReader,
-                      timeout: float | None) -> h11.Event:
+async def _next_event(conn: h11.Connection, reader: asyncio.StreamReader) -> h11.Event:
     while True:
         event = conn.next_event()
         if event is h11.NEED_DATA:
-            if timeout is None:
-                data = await reader.read(READ_SIZE)
-            else:
-                data = await asyncio.wait_for(reader.read(READ_SIZE), timeout)
-            conn.receive_data(data)
+            conn.receive_data(await reader.read(READ_SIZE))
             continue
         if event is h11.PAUSED:
             raise h11.RemoteProtocolError("pipelined request while busy")

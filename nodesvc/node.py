@@ -95,7 +95,9 @@ class Node:
         self.client = HttpClient(connect_timeout=cfg.election_timeout_ms / 1000)
         self.auth = PeerAuth(settings.secret, self.id) if settings.secret else None
         self._client_token = settings.client_token
-        self.server = HttpServer(self.handle, ServerLimits(max_body=cfg.max_image_bytes))
+        self.server = HttpServer(self.handle, ServerLimits(
+            max_body=cfg.max_image_bytes, header_timeout=cfg.client_timeout_ms / 1000,
+            max_connections=cfg.max_connections))
         self.metrics = Metrics(self.id)
         self.notifier = notifier or Notifier()
         self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="disk")
