@@ -88,7 +88,8 @@ class Cluster:
             for node in self._candidates():
                 attempts += 1
                 try:
-                    resp = await self.request(node, "PUT", f"/images/{name}", data)
+                    resp = await self.request(node, "PUT", f"/images/{name}", data,
+                                              timeout=attempt_timeout(len(data)))
                 except PeerUnreachable as exc:
                     last_error = str(exc)
                     if self.leader == node:
@@ -128,6 +129,13 @@ class Cluster:
                 self.leader = int(info["leader"])  # type: ignore[arg-type]
                 return self.leader
         return None
+
+
+def attempt_timeout(size: int) -> float:
+    """How long one upload attempt may take before the client tries another node: long
+    enough for the body at 8 MiB/s, short enough that a paused or cut-off node (which never
+    answers, unlike a dead one) costs seconds, not the whole deadline. Retrying is safe."""
+    return 3.0 + size / (8 * 2**20)
 
 
 def _error_text(resp: Response) -> str:
