@@ -56,10 +56,11 @@ class Cluster:
         await self.http.close()
 
     async def request(self, node: int, method: str, target: str, body: bytes = b"",
-                      timeout: float = 30.0) -> Response:
+                      timeout: float = 30.0, expect_continue: float | None = None) -> Response:
         peer = self.peers[node]
         return await self.http.request(peer.host, peer.port, method, target, body,
-                                       self.headers, timeout=timeout)
+                                       self.headers, timeout=timeout,
+                                       expect_continue=expect_continue)
 
     async def status_all(self) -> dict[int, dict[str, object] | str]:
         """Each node's /status, or the reason it could not be read."""
@@ -88,8 +89,11 @@ class Cluster:
             for node in self._candidates():
                 attempts += 1
                 try:
+                    # "100 Continue" within a second proves the node is alive before the
+                    # body is sent; a paused or cut-off node is left after one second.
                     resp = await self.request(node, "PUT", f"/images/{name}", data,
-                                              timeout=attempt_timeout(len(data)))
+                                              timeout=attempt_timeout(len(data)),
+                                              expect_continue=1.0)
                 except PeerUnreachable as exc:
                     last_error = str(exc)
                     if self.leader == node:

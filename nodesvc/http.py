@@ -248,7 +248,7 @@ class HttpClient:
 
     async def request(self, host: str, port: int, method: str, target: str,
                       body: bytes = b"", headers: Iterable[tuple[str, str]] = (),
-                      timeout: float = 10.0) -> Response:
+                      timeout: float = 10.0, expect_continue: float | None = None) -> Response:
         """Send one request; raise PeerUnreachable if no complete response arrives."""
         key = (host, port)
         all_headers = [("host", f"{host}:{port}"), ("content-length", str(len(body))),
@@ -258,12 +258,14 @@ class HttpClient:
                 conn = self._take_idle(key)
                 if conn is not None:
                     try:
-                        return await self._exchange(key, conn, method, target, body, all_headers)
+                        return await self._exchange(key, conn, method, target, body,
+                                                    all_headers, expect_continue)
                     except (ConnectionError, asyncio.IncompleteReadError, h11.ProtocolError,
                             _StaleConnection):
                         pass  # the peer closed an idle connection: try a fresh one once
                 conn = await self._connect(key)
-                return await self._exchange(key, conn, method, target, body, all_headers)
+                return await self._exchange(key, conn, method, target, body, all_headers,
+                                            expect_continue)
         except (OSError, TimeoutError, asyncio.IncompleteReadError, h11.ProtocolError,
                 _StaleConnection) as exc:
             refused = isinstance(exc, ConnectionRefusedError | ConnectionResetError
@@ -293,13 +295,18 @@ class HttpClient:
         return _Conn(reader, writer, h11.Connection(h11.CLIENT))
 
     async def _exchange(self, key: tuple[str, int], conn: _Conn, method: str, target: str,
-                        body: bytes, headers: list[tuple[str, str]]) -> Response:
+                        body: bytes, headers: list[tuple[str, str]],
+                        expect_continue: float | None = None) -> Response:
         ok = False
         try:
-            conn.writer.writelines(_message_chunks(
-                conn.h11, h11.Request(method=method, target=target, headers=headers), body))
-            await conn.writer.drain()
-            response = await self._read_response(conn)
+            if expect_continue is not None and body:
+                response = await self._exchange_with_continue(conn, method, target, body,
+                                                              headers, expect_continue)
+            else:
+                conn.writer.writelines(_message_chunks(
+                    conn.h11, h11.Request(method=method, target=target, headers=headers), body))
+                await conn.writer.drain()
+                response = await self._read_response(conn)
             ok = True
         finally:
             if not ok:
@@ -314,8 +321,35 @@ class HttpClient:
         conn.writer.close()
         return response
 
-    async def _read_response(self, conn: _Conn) -> Response:
-        head: h11.Response | None = None
+    async def _exchange_with_continue(self, conn: _Conn, method: str, target: str,
+                                      body: bytes, headers: list[tuple[str, str]],
+                                      wait: float) -> Response:
+        """Send the head, and the body only once the server says `100 Continue`. A server
+        that is alive answers in one round trip; one that is paused or cut off does not, and
+        `wait` seconds later the caller can try another node instead of waiting for the
+        whole request timeout."""
+        head = h11.Request(method=method, target=target,
+                           headers=[*headers, ("expect", "100-continue")])
+        conn.writer.write(conn.h11.send(head) or b"")
+        await conn.writer.drain()
+        async with asyncio.timeout(wait):
+            while True:
+                event = conn.h11.next_event()
+                if event is h11.NEED_DATA:
+                    data = await conn.reader.read(READ_SIZE)
+                    if not data:
+                        raise _StaleConnection("closed before answering")
+                    conn.h11.receive_data(data)
+                    continue
+                break
+        if isinstance(event, h11.Response):  # an early final answer (e.g. 401, 413)
+            return await self._read_response(conn, event)
+        chunks = conn.h11.send_with_data_passthrough(h11.Data(data=body)) or []
+        conn.writer.writelines([*chunks, conn.h11.send(h11.EndOfMessage()) or b""])
+        await conn.writer.drain()
+        return await self._read_response(conn)
+
+    async def _read_response(self, conn: _Conn, head: h11.Response | None = None) -> Response:
         chunks: list[bytes] = []
         while True:
             event = conn.h11.next_event()
