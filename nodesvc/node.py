@@ -348,13 +348,16 @@ class Node:
     async def _peer_request(self, pid: int, method: str, target: str, body: bytes = b"",
                             headers: Iterable[tuple[str, str]] = (),
                             timeout: float = 10.0) -> Response:
-        """A request to another node, signed when the cluster has a secret."""
+        """A request to another node, signed when the cluster has a secret. An image body is
+        sent only after the peer's `100 Continue`, so a peer that went silent (power cut,
+        partition, pause) is given up on after `leader_timeout`, not after `timeout`."""
         host, port = self.addresses[pid]
         all_headers = list(headers)
         if self.auth is not None:
             all_headers.append((AUTH_HEADER, self.auth.sign(method, target, body)))
-        return await self.client.request(host, port, method, target, body, all_headers,
-                                         timeout)
+        return await self.client.request(
+            host, port, method, target, body, all_headers, timeout,
+            expect_continue=self.election.timings.leader_timeout if method == "PUT" else None)
 
     def _refusal(self, req: Request) -> Response | None:
         """401 for an unsigned peer request or an upload without the client token."""

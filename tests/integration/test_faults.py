@@ -2,75 +2,39 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from nodesvc.client import Cluster, UploadResult
 from nodesvc.config import load_config
+from nodesvc.loadgen import BackgroundLoad, Record
 from nodesvc.localcluster import LocalCluster
 from nodesvc.stress import make_png_parts, tagged_png
 
 
-class BackgroundUploads:
+def background_uploads(cluster: LocalCluster, prefix: str,
+                      concurrency: int = 4) -> BackgroundLoad:
     """The product's client uploading continuously in a thread until stopped."""
-
-    def __init__(self, cluster: LocalCluster, prefix: str, concurrency: int = 4) -> None:
-        self.peers = load_config(cluster.config_file).peers
-        self.prefix = prefix
-        self.concurrency = concurrency
-        self.results: list[tuple[float, UploadResult, str]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()))
-
-    async def _run(self) -> None:
-        client = Cluster(self.peers, pool_size=self.concurrency, deadline=20)
-        parts = make_png_parts(8192)
-
-        async def worker(w: int) -> None:
-            i = 0
-            while not self._stop.is_set() and i < 2000:
-                name = f"{self.prefix}-w{w}-{i:04d}.png"
-                data = tagged_png(parts, name)
-                r = await client.upload(name, data)
-                self.results.append((time.monotonic(), r, hashlib.sha256(data).hexdigest()))
-                i += 1
-
-        await asyncio.gather(*(worker(w) for w in range(self.concurrency)))
-        await client.close()
-
-    def __enter__(self) -> BackgroundUploads:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=60)
-
-    def wait_for(self, count: int, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.results) < count and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert len(self.results) >= count
+    return BackgroundLoad(load_config(cluster.config_file).peers, prefix, concurrency,
+                          limit=8000)
 
 
-def audit(cluster: LocalCluster, results: list[tuple[float, UploadResult, str]]) -> None:
+def audit(cluster: LocalCluster, results: list[Record]) -> None:
     """Every acknowledged upload is on exactly one node's disk with its sha256; no temp files."""
     where: dict[str, list[tuple[int, str]]] = {}
     for node in cluster.ports:
         for name, data in cluster.files(node).items():
             assert not name.startswith(".tmp-"), f"temporary file left on node {node}: {name}"
             where.setdefault(name, []).append((node, hashlib.sha256(data).hexdigest()))
-    for _, r, sha in results:
+    for rec in results:
+        r, sha = rec.result, rec.sha256
         assert r.ok, f"{r.name}: client saw {r.status} {r.error}"
         holders = where.get(r.name, [])
         assert [n for n, _ in holders] == [r.node], f"{r.name}: acked on {r.node}, on {holders}"
@@ -78,16 +42,15 @@ def audit(cluster: LocalCluster, results: list[tuple[float, UploadResult, str]])
 
 
 def test_leader_kill_9_during_uploads_loses_nothing(cluster: LocalCluster) -> None:
-    with BackgroundUploads(cluster, "k9") as up:
+    with background_uploads(cluster, "k9") as up:
         up.wait_for(60)
         killed_at = time.monotonic()
         cluster.kill(3, signal.SIGKILL)
         assert cluster.wait_leader(2, timeout=5, nodes=[1, 2]) == 2
-        up.wait_for(len(up.results) + 60)
-    after = [t for t, r, _ in up.results if t > killed_at and r.ok and r.node != 3]
-    recovery = min(after) - killed_at
-    assert recovery < 2.0, f"uploads resumed {recovery:.2f}s after the kill"
-    assert all(r.ok for _, r, _ in up.results), [r for _, r, _ in up.results if not r.ok][:3]
+        up.wait_for(len(up.records) + 60)
+    recovery = up.recovery_after(killed_at)
+    assert recovery is not None and recovery < 2.0, f"uploads resumed {recovery}s after the kill"
+    assert up.failures() == [], [r.result for r in up.failures()[:3]]
     # As systemd would, bring the killed node back. An image it wrote but never confirmed
     # (killed first) was retried elsewhere; the leader removes the older, unconfirmed copy.
     cluster.start(3)
@@ -95,17 +58,17 @@ def test_leader_kill_9_during_uploads_loses_nothing(cluster: LocalCluster) -> No
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
-            audit(cluster, up.results)
+            audit(cluster, up.records)
             break
         except AssertionError:
             time.sleep(0.1)
-    audit(cluster, up.results)
+    audit(cluster, up.records)
 
 
 def test_returning_higher_node_takes_over_without_losing_uploads(cluster: LocalCluster) -> None:
     cluster.kill(3, signal.SIGKILL)
     cluster.wait_leader(2, nodes=[1, 2])
-    with BackgroundUploads(cluster, "ret") as up:
+    with background_uploads(cluster, "ret") as up:
         up.wait_for(60)
         cluster.start(3)
         assert cluster.wait_leader(3, timeout=5) == 3
@@ -121,7 +84,7 @@ def test_returning_higher_node_takes_over_without_losing_uploads(cluster: LocalC
             time.sleep(0.05)
     assert max(counts) - min(counts) <= 2, (at_return, counts)
     assert at_return[2] < min(at_return[:2]) - 10  # it really had to catch up
-    audit(cluster, up.results)
+    audit(cluster, up.records)
     terms = {n: cluster.status(n)["term"] for n in (1, 2, 3)}
     assert len(set(terms.values())) == 1, terms
 
@@ -237,19 +200,19 @@ def test_stress_command_reports_pass_and_writes_json(cluster: LocalCluster,
 
 def test_follower_killed_mid_upload_is_replaced_and_clients_see_no_error(
         cluster: LocalCluster) -> None:
-    with BackgroundUploads(cluster, "fk", concurrency=6) as up:
+    with background_uploads(cluster, "fk", concurrency=6) as up:
         up.wait_for(60)
         cluster.kill(1, signal.SIGKILL)
-        up.wait_for(len(up.results) + 120)
-    assert all(r.ok for _, r, _ in up.results), [r for _, r, _ in up.results if not r.ok][:3]
+        up.wait_for(len(up.records) + 120)
+    assert up.failures() == [], [r.result for r in up.failures()[:3]]
     assert cluster.wait_leader(3, nodes=[2, 3]) == 3
     cluster.start(1)
     cluster.wait_leader(3)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
-            audit(cluster, up.results)
+            audit(cluster, up.records)
             break
         except AssertionError:
             time.sleep(0.1)
-    audit(cluster, up.results)
+    audit(cluster, up.records)
