@@ -252,7 +252,13 @@ class Node:
     async def _sync_index(self) -> None:
         """A new leader learns which node holds which name before placing anything."""
         generation = self._leadership
-        results = await asyncio.gather(*(self._fetch_names(p) for p in self.election.peer_ids))
+        # Ask every node except those known dead (the old leader, typically): waiting for a
+        # silent one would hold up every upload. A node that comes back is synced then.
+        views = self.election.peers
+        ask = [p for p in self.election.peer_ids
+               if views[p].alive or views[p].last_heard is None]
+        fetched = await asyncio.gather(*(self._fetch_names(p) for p in ask))
+        results = [fetched[ask.index(p)] if p in ask else None for p in self.election.peer_ids]
         if self._leadership != generation or self.election.role is not Role.LEADER:
             return  # lost (or lost and regained) leadership meanwhile: that sync is stale
         self.index = {n: self.id for n in self._local_names()}
