@@ -109,6 +109,7 @@ class Node:
         self.started = time.monotonic()
         self._last_leader: int | None = None
         self._leadership = 0  # bumped at every leader change; stale index syncs check it
+        self._synced_term = -1
         self._known_alive: set[int] = set()
         self._heartbeats_in_flight: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -228,8 +229,15 @@ class Node:
             self.index_ready.clear()
             self.index.clear()
             if e.role is Role.LEADER:
+                self._synced_term = e.term
                 self._spawn(self._sync_index())
             self.notifier.notify(STATUS=self.status_line())
+        elif e.role is Role.LEADER and e.term != self._synced_term:
+            # Still leading, but under a new term: another node led meanwhile (we were paused
+            # or cut off) and placed images we do not know of. Re-learn the index (and find
+            # duplicates) while going on serving with the one we have.
+            self._synced_term = e.term
+            self._spawn(self._sync_index())
         alive = {p for p, v in e.peers.items() if v.alive}
         if e.role is Role.LEADER and self.index_ready.is_set():
             for pid in alive - self._known_alive:
@@ -261,15 +269,19 @@ class Node:
         results = [fetched[ask.index(p)] if p in ask else None for p in self.election.peer_ids]
         if self._leadership != generation or self.election.role is not Role.LEADER:
             return  # lost (or lost and regained) leadership meanwhile: that sync is stale
+        previous = self.index  # placements made while we were asking stay known
         self.index = {n: self.id for n in self._local_names()}
         reported = {self.id: len(self.store) + len(self.write_locks.keys())}
-        duplicates: set[str] = set()
+        duplicates: dict[str, set[int]] = {}
         for pid, names in zip(self.election.peer_ids, results, strict=True):
             view = self.election.peers[pid]
             reported[pid] = view.stored + view.inflight
             if names is not None:
-                duplicates |= self._merge_names(pid, names)
+                for name, holders in self._merge_names(pid, names).items():
+                    duplicates.setdefault(name, set()).update(holders)
                 reported[pid] = max(reported[pid], len(names))
+        for name, holder in previous.items():
+            self.index.setdefault(name, holder)
         self.placement.seed(reported)
         self.index_ready.set()
         log.info("[Node %d] leader index ready: %d images, loads %s", self.id, len(self.index),
@@ -286,26 +298,34 @@ class Node:
         if duplicates:
             await self._resolve_duplicates(duplicates)
 
-    def _merge_names(self, pid: int, names: list[str]) -> set[str]:
-        """Add a node's names to the index; return the names some other node holds too."""
-        duplicates = set()
+    def _merge_names(self, pid: int, names: list[str]) -> dict[str, set[int]]:
+        """Add a node's names to the index; return the names some other node holds too,
+        with the nodes that claim them."""
+        duplicates: dict[str, set[int]] = {}
         for name in names:
             holder = self.index.setdefault(name, pid)
             if holder != pid:
-                duplicates.add(name)
+                duplicates[name] = {holder, pid}
         return duplicates
 
-    async def _resolve_duplicates(self, names: set[str]) -> None:
+    async def _resolve_duplicates(self, names: dict[str, set[int]]) -> None:
         """Two nodes hold one name. That happens when a node stored an image and died before
         answering, and the client's retry was placed elsewhere. The bytes are the same: keep
         the newest copy (the retry, the one the client was told about), delete the others.
         Copies with different bytes are never deleted, only reported."""
-        for name in sorted(names):
+        for name, claimed in sorted(names.items()):
             metas: dict[int, tuple[str, int]] = {}
-            for pid in [self.id, *self.election.peer_ids]:
-                meta = await self._meta(pid, name)
-                if meta is not None:
-                    metas[pid] = meta
+            for attempt in range(20):
+                # A claimed copy may still be being written (a node that was paused mid-write
+                # finishes it when it resumes): wait for it rather than miss the duplicate.
+                if attempt:
+                    await asyncio.sleep(0.5)
+                for pid in [self.id, *self.election.peer_ids]:
+                    meta = await self._meta(pid, name)
+                    if meta is not None:
+                        metas[pid] = meta
+                if claimed <= set(metas) or self.election.role is not Role.LEADER:
+                    break
             if len(metas) < 2:
                 continue
             if len({sha for sha, _ in metas.values()}) > 1:
