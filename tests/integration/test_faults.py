@@ -41,6 +41,21 @@ def audit(cluster: LocalCluster, results: list[Record]) -> None:
         assert holders[0][1] == sha
 
 
+def restart_and_audit(cluster: LocalCluster, node: int, records: list[Record]) -> None:
+    """Bring a killed node back (as systemd would) and audit once the leader has reconciled
+    any copy the node wrote but never confirmed before it died."""
+    cluster.start(node)
+    cluster.wait_leader(3)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            audit(cluster, records)
+            return
+        except AssertionError:
+            time.sleep(0.1)
+    audit(cluster, records)
+
+
 def test_leader_kill_9_during_uploads_loses_nothing(cluster: LocalCluster) -> None:
     with background_uploads(cluster, "k9") as up:
         up.wait_for(60)
@@ -51,18 +66,7 @@ def test_leader_kill_9_during_uploads_loses_nothing(cluster: LocalCluster) -> No
     recovery = up.recovery_after(killed_at)
     assert recovery is not None and recovery < 2.0, f"uploads resumed {recovery}s after the kill"
     assert up.failures() == [], [r.result for r in up.failures()[:3]]
-    # As systemd would, bring the killed node back. An image it wrote but never confirmed
-    # (killed first) was retried elsewhere; the leader removes the older, unconfirmed copy.
-    cluster.start(3)
-    cluster.wait_leader(3)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            audit(cluster, up.records)
-            break
-        except AssertionError:
-            time.sleep(0.1)
-    audit(cluster, up.records)
+    restart_and_audit(cluster, 3, up.records)
 
 
 def test_returning_higher_node_takes_over_without_losing_uploads(cluster: LocalCluster) -> None:
@@ -206,13 +210,4 @@ def test_follower_killed_mid_upload_is_replaced_and_clients_see_no_error(
         up.wait_for(len(up.records) + 120)
     assert up.failures() == [], [r.result for r in up.failures()[:3]]
     assert cluster.wait_leader(3, nodes=[2, 3]) == 3
-    cluster.start(1)
-    cluster.wait_leader(3)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            audit(cluster, up.records)
-            break
-        except AssertionError:
-            time.sleep(0.1)
-    audit(cluster, up.records)
+    restart_and_audit(cluster, 1, up.records)
