@@ -28,7 +28,8 @@ DEFAULTS: dict[str, int] = {
     "client_timeout_ms": 10_000,   # a connection must send its request head within this
     "max_connections": 1024,       # more open connections than this are closed at once
 }
-KNOWN_KEYS = {"peers", "shared_dir", *DEFAULTS}
+DURABILITY = ("fsync", "none")  # fsync: file and directory synced before 201 (the default)
+KNOWN_KEYS = {"peers", "shared_dir", "durability", *DEFAULTS}
 _LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")  # one DNS label
 
 
@@ -57,6 +58,7 @@ class Config:
     election_timeout_ms: int = DEFAULTS["election_timeout_ms"]
     client_timeout_ms: int = DEFAULTS["client_timeout_ms"]
     max_connections: int = DEFAULTS["max_connections"]
+    durability: str = "fsync"
     hash: str = field(default="", compare=False)
 
     def peer(self, node_id: int) -> Peer:
@@ -161,12 +163,16 @@ def parse_config(raw: bytes, source: str = "config.json") -> Config:
     settings = {key: _positive_int(data, key, source) for key in DEFAULTS}
     if settings["leader_timeout_ms"] <= settings["heartbeat_ms"]:
         raise ConfigError(f"{source}: leader_timeout_ms must be larger than heartbeat_ms")
+    durability = data.get("durability", "fsync")
+    if durability not in DURABILITY:
+        raise ConfigError(f'{source}: "durability" must be one of {", ".join(DURABILITY)}, '
+                          f"got {durability!r}")
     peers.sort(key=lambda p: p.id)
     # Hash the meaning (sorted peers, defaults filled), not the file's formatting or order.
     meaning = {"peers": [[p.id, p.address] for p in peers], "shared_dir": shared_dir,
-               **settings}
+               "durability": durability, **settings}
     return Config(peers=tuple(peers), shared_dir=shared_dir, hash=config_hash(meaning),
-                  **settings)
+                  durability=durability, **settings)
 
 
 def load_config(path: Path) -> Config:

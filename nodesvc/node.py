@@ -85,7 +85,7 @@ class Node:
         self.settings = settings
         self.id = settings.node_id
         self.addresses = {p.id: (p.host, p.port) for p in cfg.peers}
-        self.store = Store(settings.shared_dir)
+        self.store = Store(settings.shared_dir, durable=cfg.durability == "fsync")
         self.election = Election(
             self.id, cfg.ids,
             Timings(cfg.heartbeat_ms / 1000, cfg.leader_timeout_ms / 1000,
@@ -128,6 +128,9 @@ class Node:
                                             reuse_address=True, backlog=1024)
         log.info("[Node %d] listening on %s:%d (%d images in %s, config %s)", self.id,
                  s.bind_host, s.bind_port, len(self.store), s.shared_dir, s.config.hash)
+        if not self.store.durable:
+            log.warning("[Node %d] durability is \"none\": images are acknowledged before they "
+                        "reach the disk and can be lost in a power cut", self.id)
         if self.auth is None:
             log.warning("[Node %d] peer authentication is OFF (no CLUSTER_SECRET_FILE): "
                         "anyone who reaches this port can take part in elections", self.id)

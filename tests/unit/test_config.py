@@ -105,3 +105,11 @@ def test_an_unusable_shared_dir_is_refused(tmp_path: Path) -> None:
     blocker.write_text("not a directory")
     with pytest.raises(ConfigError, match="cannot create shared dir"):
         load_settings(env_for(tmp_path, SHARED_DIR=str(blocker / "images")))
+
+
+def test_durability_is_fsync_unless_turned_off_explicitly() -> None:
+    assert parse_config(SEED).durability == "fsync"
+    off = parse_config(SEED.replace(b'"shared_dir"', b'"durability": "none", "shared_dir"'))
+    assert off.durability == "none" and off.hash != parse_config(SEED).hash
+    with pytest.raises(ConfigError, match='"durability" must be one of fsync, none'):
+        parse_config(SEED.replace(b'"shared_dir"', b'"durability": "fast", "shared_dir"'))

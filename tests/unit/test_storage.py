@@ -96,3 +96,16 @@ def test_remove_copy_needs_the_matching_hash(tmp_path: Path) -> None:
 def test_extension_from_magic_bytes(head: bytes, ext: str) -> None:
     assert extension_for(head) == ext
     assert storage.generated_name(head).endswith("." + ext)
+
+
+@pytest.mark.parametrize(("durable", "fsyncs"), [(True, 2), (False, 0)])
+def test_durable_writes_sync_the_file_and_the_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, durable: bool, fsyncs: int) -> None:
+    calls: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(storage.os, "fsync", lambda fd: (calls.append(fd), real(fd))[1])
+    s = Store(tmp_path, durable=durable)
+    s.open()
+    s.write("f.png", b"data")
+    assert len(calls) == fsyncs
+    assert (tmp_path / "f.png").read_bytes() == b"data"
