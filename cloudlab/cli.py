@@ -38,7 +38,7 @@ def existing_hosts() -> list[HostPlan]:
     return sorted(found, key=lambda h: h.n)
 
 
-def up(count: int) -> list[HostPlan]:
+def up(count: int, flavour: str = "base") -> list[HostPlan]:
     _check_machine()
     t0 = time.monotonic()
     wanted = plan_hosts(count)
@@ -47,9 +47,9 @@ def up(count: int) -> list[HostPlan]:
         raise LabError(f"the lab has {len(extra) + count}+ hosts; run `down` first to shrink it")
     STATE_DIR.mkdir(parents=True, exist_ok=True)
     key = hosts.ensure_key()
-    print(f"image: {image.image_dir()}"
-          + ("" if image.image_dir().exists() else " (building with debootstrap, ~2 min)"))
-    img = image.ensure_image(STATE_DIR / "image-build.log")
+    print(f"image: {image.image_dir(flavour)}"
+          + ("" if image.image_dir(flavour).exists() else " (building it, about a minute)"))
+    img = image.ensure_image(STATE_DIR / "image-build.log", flavour)
     network.ensure_bridge()
     starting = []
     for h in wanted:
@@ -129,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="command", required=True)
     u = sub.add_parser("up", help="bring up the lab's hosts (idempotent)")
     u.add_argument("--hosts", type=int, default=3)
+    u.add_argument("--image", choices=["base", "bench"], default="base",
+                   help="bench: also nginx and HAProxy, for bench/compare.py")
     sub.add_parser("down", help="stop and remove everything up started")
     sub.add_parser("status", help="the hosts and their state (exit 3 if not all up)")
     s = sub.add_parser("ssh", help="ssh into host N")
@@ -137,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         if args.command == "up":
-            up(args.hosts)
+            up(args.hosts, args.image)
         elif args.command == "down":
             down()
         elif args.command == "status":

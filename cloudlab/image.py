@@ -13,6 +13,8 @@ from cloudlab.plan import CACHE_DIR
 SUITE = "bookworm"
 PACKAGES = ["systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "python3-venv",
             "ufw", "iproute2", "procps"]
+# The benchmark peer (issue 5): nginx (WebDAV PUT) behind HAProxy, on the same hosts.
+BENCH_PACKAGES = ["nginx", "haproxy"]
 SOURCES = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
 
 
@@ -21,7 +23,10 @@ def cache_key() -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def image_dir() -> Path:
+def image_dir(flavour: str = "base") -> Path:
+    if flavour == "bench":
+        extra = hashlib.sha256(" ".join(BENCH_PACKAGES).encode()).hexdigest()[:6]
+        return CACHE_DIR / f"{SUITE}-{cache_key()}-bench-{extra}"
     return CACHE_DIR / f"{SUITE}-{cache_key()}"
 
 
@@ -49,9 +54,12 @@ def _read_sources() -> list[str]:
     return out
 
 
-def ensure_image(log: Path) -> Path:
+def ensure_image(log: Path, flavour: str = "base") -> Path:
     """The cached image, built first if missing (into a temporary dir, renamed when done, so
-    an interrupted build never leaves a half image in the cache)."""
+    an interrupted build never leaves a half image in the cache). The "bench" flavour is the
+    base image plus the benchmark peer's packages."""
+    if flavour == "bench":
+        return _ensure_bench_image(ensure_image(log), log)
     final = image_dir()
     if (final / "etc" / "os-release").exists():
         return final
@@ -89,3 +97,29 @@ def _prepare(root: Path) -> None:
         mask = root / "etc" / "systemd" / "system" / unit
         mask.unlink(missing_ok=True)
         mask.symlink_to("/dev/null")
+
+
+def _ensure_bench_image(base: Path, log: Path) -> Path:
+    final = image_dir("bench")
+    if (final / "etc" / "os-release").exists():
+        return final
+    tmp = final.with_name(final.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    subprocess.run(["cp", "-a", "--reflink=auto", f"{base}/.", str(tmp)], check=True)
+    shutil.copy("/etc/resolv.conf", tmp / "etc" / "resolv.conf")
+    no_start = tmp / "usr" / "sbin" / "policy-rc.d"  # install, but start nothing in a chroot
+    no_start.write_text("#!/bin/sh\nexit 101\n")
+    no_start.chmod(0o755)
+    env = {"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    with log.open("ab") as out:
+        for cmd in (["apt-get", "update", "-qq"],
+                    ["apt-get", "install", "-y", "-qq", "--no-install-recommends",
+                     *BENCH_PACKAGES]):
+            subprocess.run(["chroot", str(tmp), *cmd], check=True, stdout=out, stderr=out,
+                           env=env)
+    no_start.unlink()
+    # The site is an absolute symlink: remove it, never write through it (it would point
+    # into this machine's own /etc). The bench configures its own site per host.
+    (tmp / "etc" / "nginx" / "sites-enabled" / "default").unlink(missing_ok=True)
+    tmp.rename(final)
+    return final
