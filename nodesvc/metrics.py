@@ -27,6 +27,11 @@ class Metrics:
             "cloudp2p_upload_seconds", "Time to answer an upload (as seen by this node)",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r)
+        self.commits = Gauge("cloudp2p_disk_commits", "Group commits (disk flushes) so far",
+                             registry=r)
+        self.committed = Gauge("cloudp2p_disk_committed_writes",
+                               "Writes those commits carried (committed / commits = batch size)",
+                               registry=r)
         self.stored = Gauge("cloudp2p_stored_images", "Images stored on this node", registry=r)
         self.is_leader = Gauge("cloudp2p_is_leader", "1 if this node leads", registry=r)
         self.term = Gauge("cloudp2p_term", "Current election term", registry=r)

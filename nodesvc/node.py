@@ -27,6 +27,7 @@ from nodesvc.auth import HEADER as AUTH_HEADER
 from nodesvc.auth import PeerAuth
 from nodesvc.config import NodeSettings
 from nodesvc.election import Action, Election, Kind, Log, Message, Role, Send, Timings
+from nodesvc.groupcommit import GroupCommit
 from nodesvc.http import (
     HttpClient,
     HttpServer,
@@ -39,7 +40,15 @@ from nodesvc.http import (
 )
 from nodesvc.metrics import Metrics
 from nodesvc.placement import Placement
-from nodesvc.storage import Conflict, DiskFull, Store, Stored, generated_name, valid_name
+from nodesvc.storage import (
+    Conflict,
+    DiskFull,
+    Staged,
+    Store,
+    Stored,
+    generated_name,
+    valid_name,
+)
 from nodesvc.systemd import Notifier
 
 log = logging.getLogger("nodesvc")
@@ -101,6 +110,8 @@ class Node:
         self.metrics = Metrics(self.id)
         self.notifier = notifier or Notifier()
         self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="disk")
+        # Writes are staged by the executor's threads and made durable in batches by this one.
+        self.committer: GroupCommit[Staged, Stored] = GroupCommit(self.store.commit)
         self.index: dict[str, int] = {}          # leader only: image name -> node holding it
         self.index_ready = asyncio.Event()       # leader only: index synced after election
         self.leader_known = asyncio.Event()
@@ -152,6 +163,7 @@ class Node:
             await asyncio.sleep(0.05)  # let acknowledged work finish
         await self.client.close()
         self.executor.shutdown(wait=True)
+        self.committer.close()
 
     def stop(self) -> None:
         self._stop.set()
@@ -577,8 +589,9 @@ class Node:
         loop = asyncio.get_running_loop()
         async with self.write_locks.hold(name):
             try:
-                stored: Stored = await loop.run_in_executor(
-                    self.executor, self.store.write, name, body)
+                staged = await loop.run_in_executor(self.executor, self.store.stage, name, body)
+                stored = staged if isinstance(staged, Stored) else \
+                    await asyncio.wrap_future(self.committer.submit(staged))
             except Conflict as exc:
                 self.metrics.stored_writes.labels(result="conflict").inc()
                 return error(409, "conflict",
@@ -701,6 +714,8 @@ class Node:
         e = self.election
         m = self.metrics
         m.stored.set(len(self.store))
+        m.commits.set(self.committer.batches)
+        m.committed.set(self.committer.items)
         m.is_leader.set(1 if e.role is Role.LEADER else 0)
         m.term.set(e.term)
         m.peers_alive.set(sum(1 for v in e.peers.values() if v.alive))

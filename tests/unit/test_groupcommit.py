@@ -1,0 +1,116 @@
+"""The group committer batches what arrives while it is busy, and keeps every result apart."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from nodesvc import storage
+from nodesvc.groupcommit import GroupCommit
+from nodesvc.storage import Conflict, Staged, Store, Stored
+
+
+def test_items_submitted_while_busy_share_one_commit() -> None:
+    release = threading.Event()
+    batches: list[list[int]] = []
+
+    def commit(batch: list[int]) -> list[int | BaseException]:
+        batches.append(batch)
+        release.wait(5)  # the first commit is slow: the others queue up meanwhile
+        return [x * 10 for x in batch]
+
+    gc: GroupCommit[int, int] = GroupCommit(commit)
+    first = gc.submit(1)
+    while not batches:
+        pass
+    rest = [gc.submit(i) for i in range(2, 7)]
+    release.set()
+    assert first.result(5) == 10
+    assert [f.result(5) for f in rest] == [20, 30, 40, 50, 60]
+    gc.close()
+    assert batches == [[1], [2, 3, 4, 5, 6]]
+    assert (gc.batches, gc.items) == (2, 6)
+
+
+def test_an_exception_fails_its_own_item_only() -> None:
+    gc: GroupCommit[int, int] = GroupCommit(
+        lambda batch: [ValueError(x) if x == 2 else x for x in batch])
+    futures = [gc.submit(i) for i in (1, 2, 3)]
+    assert futures[0].result(5) == 1 and futures[2].result(5) == 3
+    with pytest.raises(ValueError):
+        futures[1].result(5)
+    gc.close()
+
+
+def test_a_crashing_commit_fails_the_batch_and_the_thread_lives_on() -> None:
+    calls = {"n": 0}
+
+    def commit(batch: list[int]) -> list[int | BaseException]:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("boom")
+        return batch
+
+    gc: GroupCommit[int, int] = GroupCommit(commit)
+    with pytest.raises(RuntimeError):
+        gc.submit(1).result(5)
+    assert gc.submit(2).result(5) == 2
+    gc.close()
+
+
+def test_a_batch_is_one_flush_and_nothing_is_visible_before_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = Store(tmp_path)
+    s.open()
+    flushes: list[str] = []
+    real_syncfs = storage._syncfs
+    assert real_syncfs is not None, "Linux has syncfs"
+
+    def counting_syncfs(fd: int) -> int:
+        # When the data is flushed, no final name exists yet: a crash here leaves only
+        # temporary files, which open() removes.
+        flushes.append(",".join(sorted(n for n in os.listdir(tmp_path)
+                                       if not n.startswith(storage.TMP_PREFIX))))
+        return int(real_syncfs(fd))
+
+    monkeypatch.setattr(storage, "_syncfs", counting_syncfs)
+    staged = [s.stage(f"img{i}.png", f"bytes {i}".encode()) for i in range(5)]
+    assert all(isinstance(st, Staged) for st in staged)
+    assert s.names() == []
+    results = s.commit(staged)  # type: ignore[arg-type]
+    assert flushes == [""]
+    assert [r.name for r in results if isinstance(r, Stored)] == [f"img{i}.png" for i in range(5)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"img{i}.png" for i in range(5)]
+    assert (tmp_path / "img3.png").read_bytes() == b"bytes 3"
+
+
+def test_a_name_taken_with_other_bytes_fails_only_that_write(tmp_path: Path) -> None:
+    s = Store(tmp_path)
+    s.open()
+    a = s.stage("same.png", b"first")
+    b = s.stage("same.png", b"second")  # two writers raced past the index (no lock held)
+    c = s.stage("other.png", b"third")
+    results = s.commit([a, b, c])  # type: ignore[list-item]
+    assert isinstance(results[0], Stored) and results[0].created
+    assert isinstance(results[1], Conflict)
+    assert isinstance(results[2], Stored)
+    assert (tmp_path / "same.png").read_bytes() == b"first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.png", "same.png"]
+
+
+def test_a_failed_flush_acknowledges_nothing(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    s = Store(tmp_path)
+    s.open()
+
+    def failing_syncfs(fd: int) -> int:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(storage, "_syncfs", failing_syncfs)
+    staged = [s.stage(f"x{i}.png", b"data") for i in range(3)]
+    results = s.commit(staged)  # type: ignore[arg-type]
+    assert all(isinstance(r, OSError) for r in results)
+    assert list(tmp_path.iterdir()) == [] and s.names() == []
