@@ -1,28 +1,44 @@
 """cloud-p2p against HAProxy (leastconn) + nginx (WebDAV PUT) on the same lab hosts, driven by
-the same load generator (issue 5 groundwork: the harness and a first table).
+the same load generators (issue 5: the harness, a table and a chart).
 
+    sudo scripts/install-bench-deps            # wrk
     sudo .venv/bin/python -m cloudlab up --image bench
     sudo .venv/bin/ansible-playbook -i lab/inventory.ini playbooks/deploy.yml
+    sudo .venv/bin/python -m bench.lab_limits  # optional: reports/lab-limits.json
     sudo .venv/bin/python -m bench.compare [--json reports/compare.json]
+        [--sizes 4KiB,64KiB,1MiB] [--clients 10,64] [--systems haproxy+nginx,...] [--no-wrk]
 
 Systems: cloud-p2p with fsync (the default), cloud-p2p with durability "none" (re-deployed,
 rolling), and HAProxy on h1 in front of nginx on every host (nginx does not fsync). Each cell:
-N concurrent clients uploading distinct PNGs of one size. The load generator is Python on the
-same 2-core machine as the lab: for small images it, not the servers, may be the limit.
+N concurrent clients uploading distinct PNGs of one size, first with the Python load generator
+(drive(), a fixed number of requests; "generator": "python"), then with wrk for a fixed time
+(bench/wrk.py; "generator": "wrk"). Both run on the same 2-core machine as the lab: for small
+images the generator, not the servers, may be the limit; wrk costs far less CPU per request.
+The lab deploy sets no client token; for a cluster that has one, pass --token-file (default
+$CLOUD_P2P_TOKEN_FILE, as cloud-p2p-client).
+
+Every row gets ratio_to_peer (rps over haproxy+nginx's, same cell and generator) and, when
+reports/lab-limits.json exists, limit_rps and ratio_to_limit: the raw TCP rate for that image
+size, and for cloud-p2p fsync also the 8-writer durable write rate, whichever is lower.
+Writes reports/compare.json and a chart next to it (reports/compare.png, bench/chart.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import shutil
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 
+from bench.wrk import run_wrk
 from cloudlab import hosts
 from cloudlab.cli import existing_hosts
 from nodesvc.http import HttpClient, PeerUnreachable
@@ -33,6 +49,9 @@ PEER = Path(__file__).resolve().parent / "peer"
 SIZES = {"4KiB": 4096, "64KiB": 65536, "1MiB": 1 << 20}
 CLIENTS = (10, 64)
 REQUESTS = {"4KiB": 3000, "64KiB": 2000, "1MiB": 300}
+SYSTEMS = ("cloud-p2p fsync", "cloud-p2p no-fsync", "haproxy+nginx")
+PEER_SYSTEM = "haproxy+nginx"
+WRK_SECONDS = 8.0
 
 
 def sh(h: hosts.HostPlan, command: str) -> None:
@@ -69,9 +88,10 @@ def deploy(durability: str) -> None:
 
 
 async def drive(host: str, port: int, size: int, clients: int, total: int,
-                tag: str) -> dict[str, float]:
+                tag: str, token: str | None = None) -> dict[str, float]:
     parts = make_png_parts(size)
     http = HttpClient(max_idle=clients)
+    headers = [("authorization", f"Bearer {token}")] if token else []
     latencies: list[float] = []
     failed = 0
     per_client = total // clients
@@ -84,7 +104,7 @@ async def drive(host: str, port: int, size: int, clients: int, total: int,
             t0 = time.monotonic()
             try:
                 resp = await http.request(host, port, "PUT", f"/images/{name}", body,
-                                          timeout=60)
+                                          headers=headers, timeout=60)
                 ok = resp.status in (200, 201, 204)
             except PeerUnreachable:
                 ok = False
@@ -115,35 +135,135 @@ def leader_address() -> tuple[str, int]:
     return h.address, 7000 + leader
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__)
+def pick(text: str | None, known: dict[str, int] | tuple[str, ...], what: str) -> list[str]:
+    """A comma list of names from `known` (None: all of them, in their order)."""
+    if text is None:
+        return list(known)
+    chosen = [x.strip() for x in text.split(",") if x.strip()]
+    unknown = [x for x in chosen if x not in known]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"--{what}: unknown {unknown or text!r}; "
+                                         f"choose from {','.join(known)}")
+    return [x for x in known if x in chosen]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.compare", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", type=Path, default=Path("reports/compare.json"))
-    args = p.parse_args()
-    setup_peer()
+    p.add_argument("--limits", type=Path, default=Path("reports/lab-limits.json"),
+                   help="bench.lab_limits' JSON (ignored when missing)")
+    p.add_argument("--sizes", help=f"comma list of {','.join(SIZES)} (default all)")
+    p.add_argument("--clients", help="comma list of client counts (default 10,64)")
+    p.add_argument("--systems", help=f"comma list of {','.join(SYSTEMS)} (default all)")
+    p.add_argument("--no-wrk", action="store_true", help="only the Python load generator")
+    p.add_argument("--wrk-seconds", type=float, default=WRK_SECONDS,
+                   help=f"duration of each wrk cell (default {WRK_SECONDS:g})")
+    p.add_argument("--token-file", type=Path,
+                   default=os.environ.get("CLOUD_P2P_TOKEN_FILE") or None,
+                   help="client token for cloud-p2p uploads (default $CLOUD_P2P_TOKEN_FILE; "
+                        "the lab deploy sets none)")
+    args = p.parse_args(argv)
+    try:
+        args.sizes = pick(args.sizes, SIZES, "sizes")
+        args.systems = pick(args.systems, SYSTEMS, "systems")
+        raw = args.clients or ",".join(map(str, CLIENTS))
+        args.clients = [int(c) for c in raw.split(",") if c.strip()]
+        if not args.clients or min(args.clients) < 1:
+            raise ValueError(raw)
+    except ValueError:
+        p.error(f"--clients: a comma list of positive integers, got {raw!r}")
+    except argparse.ArgumentTypeError as exc:
+        p.error(str(exc))
+    return args
+
+
+def load_limits(path: Path) -> dict[str, Any] | None:
+    return orjson.loads(path.read_bytes()) if path.is_file() else None
+
+
+def limit_rps(system: str, size: int, limits: dict[str, Any]) -> float:
+    """The lab's ceiling for uploads/s of `size` bytes: raw TCP, and durable writes (eight
+    writers) for the system that fsyncs every image."""
+    tcp = float(limits["tcp_mib_s"]) * 2**20 / size
+    if system == "cloud-p2p fsync":
+        return min(tcp, float(limits["durable_writes_per_s"]["8"]))
+    return tcp
+
+
+def add_ratios(rows: list[dict[str, Any]], limits: dict[str, Any] | None) -> None:
+    """ratio_to_peer (same size, clients and generator; None without a peer row) and, with
+    limits, limit_rps and ratio_to_limit."""
+    peer = {(r["size"], r["clients"], r["generator"]): r["rps"] for r in rows
+            if r["system"] == PEER_SYSTEM}
+    for r in rows:
+        base = peer.get((r["size"], r["clients"], r["generator"]))
+        r["ratio_to_peer"] = round(r["rps"] / base, 2) if base else None
+        if limits is not None:
+            r["limit_rps"] = round(limit_rps(r["system"], SIZES[r["size"]], limits), 1)
+            r["ratio_to_limit"] = round(r["rps"] / r["limit_rps"], 3) if r["limit_rps"] else None
+
+
+def write_report(rows: list[dict[str, Any]], limits: dict[str, Any] | None, path: Path) -> None:
+    add_ratios(rows, limits)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps(rows, option=orjson.OPT_INDENT_2))
+
+
+def chart(path: Path) -> None:
+    try:
+        from bench.chart import render
+    except ImportError as exc:  # matplotlib: pip install -e '.[bench]'
+        print(f"no chart ({exc}): pip install -e '.[bench]', then python -m bench.chart")
+        return
+    rows = orjson.loads(path.read_bytes())
+    if rows:
+        print(f"chart: {render(rows, path.with_suffix('.png'))}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    limits = load_limits(args.limits)
+    token = args.token_file.read_text().strip() if args.token_file else None
+    if not args.no_wrk and shutil.which("wrk") is None:
+        print("wrk is not installed: run scripts/install-bench-deps (or pass --no-wrk)",
+              file=sys.stderr)
+        return 2
     lab = existing_hosts()
-    rows = []
-    for system in ("cloud-p2p fsync", "cloud-p2p no-fsync", "haproxy+nginx"):
+    if PEER_SYSTEM in args.systems:
+        setup_peer()
+    rows: list[dict[str, Any]] = []
+    for system in args.systems:
+        cell_token = None
         if system.startswith("cloud-p2p"):
             deploy("none" if "no-fsync" in system else "fsync")
             host, port = leader_address()
+            cell_token = token
         else:
             host, port = lab[0].address, 8000
-        for size_name, size in SIZES.items():
-            for clients in CLIENTS:
+        for size_name in args.sizes:
+            size = SIZES[size_name]
+            for clients in args.clients:
                 tag = f"{system.split()[-1]}-{size_name}-{clients}-{int(time.time())}"
-                cell = asyncio.run(drive(host, port, size, clients, REQUESTS[size_name], tag))
-                rows.append({"system": system, "size": size_name, "clients": clients, **cell})
-                print(f"{system:20} {size_name:>6} x{clients:<3} {cell['rps']:>8.1f} req/s "
-                      f"{cell['mib_s']:>7.1f} MiB/s p50 {cell['p50_ms']:>7.2f} ms "
-                      f"p99 {cell['p99_ms']:>8.2f} ms failed {cell['failed']}", flush=True)
-    deploy("fsync")
-    peer = {(r["size"], r["clients"]): r for r in rows if r["system"] == "haproxy+nginx"}
-    for r in rows:
-        r["ratio_to_peer"] = round(r["rps"] / peer[(r["size"], r["clients"])]["rps"], 2) \
-            if peer[(r["size"], r["clients"])]["rps"] else None
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_bytes(orjson.dumps(rows, option=orjson.OPT_INDENT_2))
+                for generator in ("python",) if args.no_wrk else ("python", "wrk"):
+                    if generator == "wrk":
+                        cell = run_wrk(host, port, size, clients, args.wrk_seconds, tag,
+                                       cell_token)
+                    else:
+                        cell = asyncio.run(drive(host, port, size, clients,
+                                                 REQUESTS[size_name], tag, cell_token))
+                    rows.append({"system": system, "size": size_name, "clients": clients,
+                                 "generator": generator, **cell})
+                    print(f"{system:20} {size_name:>6} x{clients:<3} {generator:>6} "
+                          f"{cell['rps']:>8.1f} req/s {cell['mib_s']:>7.1f} MiB/s "
+                          f"p50 {cell['p50_ms']:>7.2f} ms p99 {cell['p99_ms']:>8.2f} ms "
+                          f"failed {cell['failed']}", flush=True)
+        write_report(rows, limits, args.json)  # after each system: partial results survive
+    if "cloud-p2p no-fsync" in args.systems:
+        deploy("fsync")
+    write_report(rows, limits, args.json)
     print(f"\nJSON: {args.json}")
+    chart(args.json)
     return 0
 
 
