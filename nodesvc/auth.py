@@ -31,18 +31,22 @@ class PeerAuth:
         self._seen: dict[str, float] = {}  # nonce -> when it may be forgotten
 
     def _mac(self, sender: int, ms: int, nonce: str, method: str, target: str,
-             body: bytes) -> str:
+             body_sha256: bytes) -> str:
         head = f"{sender}\n{ms}\n{nonce}\n{method}\n{target}\n".encode()
-        return hmac.new(self._secret, head + hashlib.sha256(body).digest(),
-                        hashlib.sha256).hexdigest()
+        return hmac.new(self._secret, head + body_sha256, hashlib.sha256).hexdigest()
 
-    def sign(self, method: str, target: str, body: bytes = b"") -> str:
+    def sign(self, method: str, target: str, body: bytes = b"",
+             body_sha256: bytes | None = None) -> str:
+        """`body_sha256`: the body's digest when the caller has it already (an image is hashed
+        once per node, not once for the signature and again for the store)."""
         ms = int(self._clock() * 1000)
         nonce = os.urandom(12).hex()
-        mac = self._mac(self.node_id, ms, nonce, method, target, body)
+        digest = body_sha256 or hashlib.sha256(body).digest()
+        mac = self._mac(self.node_id, ms, nonce, method, target, digest)
         return f"{self.node_id}:{ms}:{nonce}:{mac}"
 
-    def verify(self, value: str | None, method: str, target: str, body: bytes) -> str | None:
+    def verify(self, value: str | None, method: str, target: str, body: bytes,
+               body_sha256: bytes | None = None) -> str | None:
         """None if the request is authentic; else the reason it is refused."""
         if not value:
             return "missing peer signature"
@@ -53,7 +57,8 @@ class PeerAuth:
         now = self._clock()
         if abs(now - ms / 1000) > self.window:
             return "peer signature outside the time window (clocks out of sync, or a replay)"
-        if not hmac.compare_digest(mac, self._mac(sender, ms, nonce, method, target, body)):
+        digest = body_sha256 or hashlib.sha256(body).digest()
+        if not hmac.compare_digest(mac, self._mac(sender, ms, nonce, method, target, digest)):
             return "bad peer signature (wrong cluster secret?)"
         self._forget_old(now)
         if nonce in self._seen:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -32,10 +33,17 @@ class Request:
     target: str
     headers: dict[str, str]
     body: bytes = b""
+    _sha256: bytes | None = None
 
     @property
     def path(self) -> str:
         return self.target.split("?", 1)[0]
+
+    def body_sha256(self) -> bytes:
+        """The body's digest, computed once however many times it is needed."""
+        if self._sha256 is None:
+            self._sha256 = hashlib.sha256(self.body).digest()
+        return self._sha256
 
 
 @dataclass
@@ -324,14 +332,15 @@ class HttpClient:
     async def _exchange_with_continue(self, conn: _Conn, method: str, target: str,
                                       body: bytes, headers: list[tuple[str, str]],
                                       wait: float) -> Response:
-        """Send the head, and the body only once the server says `100 Continue`. A server
-        that is alive answers in one round trip; one that is paused or cut off does not, and
-        `wait` seconds later the caller can try another node instead of waiting for the
-        whole request timeout."""
+        """Send the whole request marked `Expect: 100-continue`, and give up if neither the
+        `100 Continue` nor a final answer comes back within `wait` seconds. A server that is
+        alive sends the 100 as soon as it has read the head, so a peer that is paused or cut
+        off is given up on after `wait`, not after the whole request timeout, and the caller
+        can try another node. The body goes out with the head, not one round trip later: the
+        check costs no latency (the peers are our own nodes, which always answer the 100)."""
         head = h11.Request(method=method, target=target,
                            headers=[*headers, ("expect", "100-continue")])
-        conn.writer.write(conn.h11.send(head) or b"")
-        await conn.writer.drain()
+        conn.writer.writelines(_message_chunks(conn.h11, head, body))
         async with asyncio.timeout(wait):
             while True:
                 event = conn.h11.next_event()
@@ -342,10 +351,8 @@ class HttpClient:
                     conn.h11.receive_data(data)
                     continue
                 break
-        if isinstance(event, h11.Response):  # an early final answer (e.g. 401, 413)
+        if isinstance(event, h11.Response):  # a final answer without a 100 (e.g. 401, 413)
             return await self._read_response(conn, event)
-        chunks = conn.h11.send_with_data_passthrough(h11.Data(data=body)) or []
-        conn.writer.writelines([*chunks, conn.h11.send(h11.EndOfMessage()) or b""])
         await conn.writer.drain()
         return await self._read_response(conn)
 

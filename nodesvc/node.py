@@ -388,14 +388,14 @@ class Node:
 
     async def _peer_request(self, pid: int, method: str, target: str, body: bytes = b"",
                             headers: Iterable[tuple[str, str]] = (),
-                            timeout: float = 10.0) -> Response:
+                            timeout: float = 10.0, body_sha256: bytes | None = None) -> Response:
         """A request to another node, signed when the cluster has a secret. An image body is
         sent only after the peer's `100 Continue`, so a peer that went silent (power cut,
         partition, pause) is given up on after `leader_timeout`, not after `timeout`."""
         host, port = self.addresses[pid]
         all_headers = list(headers)
         if self.auth is not None:
-            all_headers.append((AUTH_HEADER, self.auth.sign(method, target, body)))
+            all_headers.append((AUTH_HEADER, self.auth.sign(method, target, body, body_sha256)))
         return await self.client.request(
             host, port, method, target, body, all_headers, timeout,
             expect_continue=self.election.timings.leader_timeout if method == "PUT" else None)
@@ -406,7 +406,7 @@ class Node:
             or LOCAL_ONLY in req.headers
         if peer_only and self.auth is not None:
             reason = self.auth.verify(req.headers.get(AUTH_HEADER), req.method, req.target,
-                                      req.body)
+                                      req.body, req.body_sha256() if req.body else None)
             if reason is not None:
                 self.metrics.refused.labels(why="peer").inc()
                 log.warning("[Node %d] refused %s %s: %s", self.id, req.method,
@@ -447,7 +447,7 @@ class Node:
         if path.startswith("/peer/store/"):
             name = path[len("/peer/store/"):]
             if method == "PUT":
-                return await self.store_local(name, req.body)
+                return await self.store_local(name, req.body, req.body_sha256())
             if method == "DELETE":
                 return await self.peer_drop_copy(req, name)
             return _not_allowed("PUT, DELETE")
@@ -487,7 +487,7 @@ class Node:
             if self.election.role is not Role.LEADER:
                 return error(503, "not leader", f"node {self.id} no longer leads",
                              headers=[("retry-after", "1")])
-            return await self.place(name, req.body)
+            return await self.place(name, req.body, req.body_sha256())
         deadline = time.monotonic() + UPLOAD_DEADLINE
         while True:
             leader = await self._await_leader(deadline)
@@ -495,11 +495,12 @@ class Node:
                 return error(503, "no leader", "no leader elected yet",
                              headers=[("retry-after", "1")])
             if leader == self.id:
-                return await self.place(name, req.body)
+                return await self.place(name, req.body, req.body_sha256())
             try:
                 resp = await self._peer_request(leader, "PUT", f"/images/{name}", req.body,
                                                 [(FORWARDED, str(self.id))],
-                                                timeout=UPLOAD_DEADLINE * 2)
+                                                timeout=UPLOAD_DEADLINE * 2,
+                                                body_sha256=req.body_sha256())
             except PeerUnreachable as exc:
                 log.info("[Node %d] leader %d unreachable (%s); waiting for a new one",
                          self.id, leader, exc)
@@ -526,8 +527,9 @@ class Node:
                 await asyncio.wait_for(self.leader_known.wait(), remaining)
         return self.election.leader
 
-    async def place(self, name: str, body: bytes) -> Response:
-        """The leader's part: find where `name` goes and have it stored there."""
+    async def place(self, name: str, body: bytes, sha256: bytes) -> Response:
+        """The leader's part: find where `name` goes and have it stored there. `sha256` is
+        the body's digest (hashed once here, for the signature and the local store)."""
         try:
             await asyncio.wait_for(self.index_ready.wait(), UPLOAD_DEADLINE)
         except TimeoutError:
@@ -537,7 +539,7 @@ class Node:
             holder = self.index.get(name)
             if holder is not None:
                 try:
-                    return await self._store_on(holder, name, body)
+                    return await self._store_on(holder, name, body, sha256)
                 except PeerUnreachable:
                     return error(503, "holder unreachable",
                                  f"node {holder} holds {name} and cannot be reached",
@@ -552,7 +554,7 @@ class Node:
                                               headers=[("retry-after", "1")])
                 self.placement.reserve(target)
                 try:
-                    resp = await self._store_on(target, name, body)
+                    resp = await self._store_on(target, name, body, sha256)
                 except PeerUnreachable as exc:
                     log.info("[LeastLoad] node %d failed mid-upload (%s); trying the next",
                              target, exc)
@@ -573,23 +575,24 @@ class Node:
                              target, self.placement.count(target))
                 return resp
 
-    async def _store_on(self, target: int, name: str, body: bytes) -> Response:
+    async def _store_on(self, target: int, name: str, body: bytes, sha256: bytes) -> Response:
         if target == self.id:
-            return await self.store_local(name, body)
+            return await self.store_local(name, body, sha256)
         resp = await self._peer_request(target, "PUT", f"/peer/store/{name}", body,
-                                        timeout=UPLOAD_DEADLINE * 2)
+                                        timeout=UPLOAD_DEADLINE * 2, body_sha256=sha256)
         if resp.status >= 500 and resp.status != 507:
             raise PeerUnreachable(f"node {target} answered {resp.status}")
         return resp
 
-    async def store_local(self, name: str, body: bytes) -> Response:
+    async def store_local(self, name: str, body: bytes, sha256: bytes) -> Response:
         """The target's part: a durable write on this node's disk."""
         if not valid_name(name):
             return error(400, "invalid name", name[:80])
         loop = asyncio.get_running_loop()
         async with self.write_locks.hold(name):
             try:
-                staged = await loop.run_in_executor(self.executor, self.store.stage, name, body)
+                staged = await loop.run_in_executor(self.executor, self.store.stage, name, body,
+                                                    sha256.hex())
                 stored = staged if isinstance(staged, Stored) else \
                     await asyncio.wrap_future(self.committer.submit(staged))
             except Conflict as exc:
