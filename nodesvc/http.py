@@ -1,8 +1,11 @@
 """HTTP/1.1 on asyncio streams, parsed by h11: a server and a keep-alive client pool.
 
-Requests and responses are whole messages (bodies are bounded by `max_image_bytes`), which
-keeps the handlers simple and lets the leader re-send a body to another node when a target
-fails mid-upload.
+Most requests are whole messages (bodies are bounded by `max_image_bytes`), which keeps the
+handlers simple. The exception is an upload arriving at the leader: the server hands its body
+over as it arrives (`Request.stream`), so the leader can pass it on to the target node while
+the client is still sending, instead of storing it whole first (see Tee, and
+HttpClient.stream). The leader keeps the chunks it passed on, so it can send them again to
+another node when a target fails mid-upload.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 import h11
@@ -33,6 +36,8 @@ class Request:
     target: str
     headers: dict[str, str]
     body: bytes = b""
+    trailers: dict[str, str] = field(default_factory=dict)
+    stream: Body | None = None  # set instead of `body` for the requests the server streams
     _sha256: bytes | None = None
 
     @property
@@ -86,10 +91,59 @@ class ServerLimits:
     max_connections: int = 1024
 
 
+class Body:
+    """A request body read as it arrives, for a handler that passes it on. It raises
+    BodyTooLarge past `max_body`, h11.RemoteProtocolError if the client stops mid-body, and
+    TimeoutError past the body deadline."""
+
+    def __init__(self, conn: h11.Connection, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter, limits: ServerLimits) -> None:
+        self._conn = conn
+        self._reader = reader
+        self._writer = writer
+        self._limits = limits
+        self._deadline = time.monotonic() + limits.body_timeout
+        self.size = 0
+        self.done = False
+        self.started = False
+        self.trailers: dict[str, str] = {}
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        if self.started:
+            raise RuntimeError("a body can be read once")
+        self.started = True
+        while True:
+            async with asyncio.timeout_at(_loop_time(self._deadline)):
+                event = await _next_event(self._conn, self._reader)
+            if isinstance(event, h11.Data):
+                self.size += len(event.data)
+                if self.size > self._limits.max_body:
+                    raise BodyTooLarge
+                yield event.data  # h11's own copy: passed on as it is
+            elif isinstance(event, h11.EndOfMessage):
+                self.trailers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                                 for k, v in event.headers}
+                self.done = True
+                return
+            else:
+                raise h11.RemoteProtocolError("connection closed mid-body")
+
+    async def read(self) -> bytes:
+        return b"".join([chunk async for chunk in self.chunks()])
+
+
+def _loop_time(deadline: float) -> float:
+    """A time.monotonic() deadline on the running loop's clock."""
+    loop = asyncio.get_running_loop()
+    return loop.time() + (deadline - time.monotonic())
+
+
 class HttpServer:
-    def __init__(self, handler: Handler, limits: ServerLimits) -> None:
+    def __init__(self, handler: Handler, limits: ServerLimits,
+                 streams: Callable[[Request], bool] = lambda request: False) -> None:
         self.handler = handler
         self.limits = limits
+        self.streams = streams  # which requests the handler reads as they arrive
         self.connections = 0
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -137,50 +191,49 @@ class HttpServer:
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers}
             request = Request(event.method.decode("ascii"), event.target.decode("latin-1"),
                               headers)
+            length = headers.get("content-length")
+            if length is not None and length.isdigit() and int(length) > self.limits.max_body:
+                await _send(conn, writer, _too_large(self.limits), close=True)
+                return
+            body = Body(conn, reader, writer, self.limits)
+            if conn.they_are_waiting_for_100_continue:  # "alive, send on" (see HttpClient)
+                writer.write(conn.send(h11.InformationalResponse(status_code=100, headers=[]))
+                             or b"")
             try:
-                request.body = await self._read_body(conn, reader, writer, headers)
+                if self.streams(request):
+                    request.stream = body
+                else:
+                    request.body = await body.read()
+                    request.trailers = body.trailers
+                response = await self.handler(request)
             except BodyTooLarge:
-                await _send(conn, writer, error(
-                    413, "too large", f"body over {self.limits.max_body} bytes"), close=True)
+                await _send(conn, writer, _too_large(self.limits), close=True)
                 return
             except h11.RemoteProtocolError as exc:
                 await _send(conn, writer, error(400, "bad request", str(exc)), close=True)
                 return
-            try:
-                response = await self.handler(request)
+            except (ConnectionError, TimeoutError):
+                if not body.done:
+                    raise  # the client went silent or away mid-body: drop the connection
+                response = error(500, "internal error", "timeout")
             except Exception as exc:  # a bug must not kill the node; it is logged and answered
                 print(f"[http] handler error on {request.method} {request.target}: {exc!r}",
                       flush=True)
                 response = error(500, "internal error", type(exc).__name__)
-            await _send(conn, writer, response)
-            if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
+            # A streamed body the handler did not read to the end (it answered early, e.g.
+            # 401): the rest is still on the wire, so this connection cannot be reused.
+            unread = not body.done and conn.their_state is h11.SEND_BODY
+            await _send(conn, writer, response, close=unread)
+            if unread or conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
                 return
             try:
                 conn.start_next_cycle()
             except h11.LocalProtocolError:
                 return
 
-    async def _read_body(self, conn: h11.Connection, reader: asyncio.StreamReader,
-                         writer: asyncio.StreamWriter, headers: dict[str, str]) -> bytes:
-        length = headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.limits.max_body:
-            raise BodyTooLarge
-        if conn.they_are_waiting_for_100_continue:
-            writer.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
-        chunks: list[bytes] = []
-        size = 0
-        async with asyncio.timeout(self.limits.body_timeout):
-            while True:
-                event = await _next_event(conn, reader)
-                if isinstance(event, h11.Data):
-                    size += len(event.data)
-                    if size > self.limits.max_body:
-                        raise BodyTooLarge
-                    chunks.append(event.data)
-                elif isinstance(event, h11.EndOfMessage):
-                    return b"".join(chunks)
-                else:
-                    raise h11.RemoteProtocolError("connection closed mid-body")
+
+def _too_large(limits: ServerLimits) -> Response:
+    return error(413, "too large", f"body over {limits.max_body} bytes")
 
 
 async def _next_event(conn: h11.Connection, reader: asyncio.StreamReader) -> h11.Event:
@@ -219,6 +272,65 @@ def _message_chunks(conn: h11.Connection, head: h11.Request | h11.Response,
         chunks += conn.send_with_data_passthrough(h11.Data(data=body)) or []
     chunks.append(conn.send(h11.EndOfMessage()) or b"")
     return chunks
+
+
+class Tee:
+    """A body read once from its source and kept, so it can be sent more than once (to the
+    next node, when a target fails mid-upload), and hashed on the way."""
+
+    def __init__(self, source: AsyncIterator[bytes]) -> None:
+        self._source = source
+        self._chunks: list[bytes] = []
+        self._hash = hashlib.sha256()
+        self.complete = False
+
+    @classmethod
+    def of(cls, data: bytes) -> Tee:
+        async def nothing() -> AsyncIterator[bytes]:
+            return
+            yield b""
+        tee = cls(nothing())
+        tee._chunks = [data] if data else []
+        tee._hash.update(data)
+        tee.complete = True
+        return tee
+
+    async def replay(self) -> AsyncIterator[bytes]:
+        """What was read so far, then the rest as it arrives."""
+        i = 0
+        while True:
+            if i < len(self._chunks):
+                yield self._chunks[i]
+                i += 1
+            elif self.complete:
+                return
+            else:
+                try:
+                    chunk = await anext(self._source)
+                except StopAsyncIteration:
+                    self.complete = True
+                    return
+                self._chunks.append(chunk)
+                self._hash.update(chunk)
+
+    async def read(self) -> bytes:
+        async for _ in self.replay():
+            pass
+        return self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+
+    def sha256(self) -> bytes:
+        if not self.complete:
+            raise RuntimeError("the body has not been read to its end")
+        return self._hash.digest()
+
+
+class SourceFailed(Exception):
+    """The body being passed on broke off (the uploading client went away or timed out);
+    the node it was sent to is not to blame. `cause` is the original exception."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 # ---- client ---------------------------------------------------------------------------
@@ -281,6 +393,91 @@ class HttpClient:
             raise PeerUnreachable(f"{host}:{port}: {exc or type(exc).__name__}",
                                   refused) from None
 
+    async def stream(self, host: str, port: int, method: str, target: str, body: Tee,
+                     headers: Iterable[tuple[str, str]] = (), timeout: float = 10.0,
+                     wait: float = 1.0, trailer_names: str = "",
+                     trailers: Callable[[], list[tuple[str, str]]] = list) -> Response:
+        """Send `body` as it arrives (chunked), then `trailers()` (computed once the body is
+        complete, e.g. a signature over its digest). The head asks for `100 Continue`, which
+        a live peer sends as soon as it reads the head: if neither it nor a final answer has
+        come `wait` seconds after the body was sent, the peer is silent (PeerUnreachable).
+        `timeout` bounds each wait on the peer, never the wait for the body's own source; a
+        source that breaks off raises SourceFailed and the peer's connection is dropped."""
+        key = (host, port)
+        all_headers = [("host", f"{host}:{port}"), ("transfer-encoding", "chunked"),
+                       *([("trailer", trailer_names)] if trailer_names else []), *headers,
+                       ("expect", "100-continue")]
+        idle = self._take_idle(key)
+        for reuse in ([True] if idle is not None else []) + [False]:
+            conn = idle if reuse else None
+            try:
+                if conn is None:
+                    async with asyncio.timeout(wait):
+                        conn = await self._connect(key)
+                return await self._stream_on(key, conn, method, target, all_headers, body,
+                                             timeout, wait, trailers)
+            except SourceFailed:
+                if conn is not None:
+                    conn.writer.close()
+                raise
+            except (OSError, TimeoutError, asyncio.IncompleteReadError, h11.ProtocolError,
+                    _StaleConnection) as exc:
+                if conn is not None:
+                    conn.writer.close()
+                if reuse and isinstance(exc, ConnectionError | _StaleConnection):
+                    continue  # the peer had closed that idle connection: once more, afresh
+                refused = isinstance(exc, ConnectionRefusedError | ConnectionResetError
+                                     | _StaleConnection | asyncio.IncompleteReadError)
+                raise PeerUnreachable(f"{host}:{port}: {exc or type(exc).__name__}",
+                                      refused) from None
+        raise AssertionError("unreachable")
+
+    async def _stream_on(self, key: tuple[str, int], conn: _Conn, method: str, target: str,
+                         headers: list[tuple[str, str]], body: Tee, timeout: float,
+                         wait: float, trailers: Callable[[], list[tuple[str, str]]]) -> Response:
+        send = conn.h11.send
+        conn.writer.write(send(h11.Request(method=method, target=target, headers=headers))
+                          or b"")
+        chunks = body.replay()
+        while True:
+            try:
+                chunk = await anext(chunks)
+            except StopAsyncIteration:
+                break
+            except Exception as exc:
+                raise SourceFailed(exc) from exc
+            if conn.reader.at_eof():
+                raise _StaleConnection("closed while the body was being sent")
+            conn.writer.writelines(conn.h11.send_with_data_passthrough(h11.Data(data=chunk))
+                                   or [])
+            async with asyncio.timeout(timeout):
+                await conn.writer.drain()
+        conn.writer.write(send(h11.EndOfMessage(headers=trailers())) or b"")
+        async with asyncio.timeout(wait):  # the 100, or an answer: the peer is alive
+            while True:
+                first = conn.h11.next_event()
+                if first is not h11.NEED_DATA:
+                    break
+                data = await conn.reader.read(READ_SIZE)
+                if not data:
+                    raise _StaleConnection("closed before answering")
+                conn.h11.receive_data(data)
+        async with asyncio.timeout(timeout):
+            head = first if isinstance(first, h11.Response) else None
+            return self._finish(key, conn, await self._read_response(conn, head))
+
+    def _finish(self, key: tuple[str, int], conn: _Conn, response: Response) -> Response:
+        """Return a connection whose exchange is complete to the idle pool."""
+        if conn.h11.our_state is h11.DONE and conn.h11.their_state is h11.DONE:
+            conn.h11.start_next_cycle()
+            conn.idle_since = time.monotonic()
+            pool = self._idle.setdefault(key, [])
+            if len(pool) < self.max_idle:
+                pool.append(conn)
+                return response
+        conn.writer.close()
+        return response
+
     async def close(self) -> None:
         for conns in self._idle.values():
             for c in conns:
@@ -319,15 +516,7 @@ class HttpClient:
         finally:
             if not ok:
                 conn.writer.close()
-        if conn.h11.our_state is h11.DONE and conn.h11.their_state is h11.DONE:
-            conn.h11.start_next_cycle()
-            conn.idle_since = time.monotonic()
-            pool = self._idle.setdefault(key, [])
-            if len(pool) < self.max_idle:
-                pool.append(conn)
-                return response
-        conn.writer.close()
-        return response
+        return self._finish(key, conn, response)
 
     async def _exchange_with_continue(self, conn: _Conn, method: str, target: str,
                                       body: bytes, headers: list[tuple[str, str]],

@@ -15,6 +15,9 @@ class Metrics:
                                      ["result"], registry=r)
         self.forwarded = Counter("cloudp2p_forwarded_uploads",
                                  "Uploads this follower passed to the leader", registry=r)
+        self.streamed = Counter("cloudp2p_streamed_uploads",
+                                "Uploads the leader passed on while the client was still sending",
+                                registry=r)
         self.placements = Counter("cloudp2p_placements", "Images the leader placed, by node",
                                   ["node"], registry=r)
         self.refused = Counter("cloudp2p_refused_requests",

@@ -35,6 +35,8 @@ from nodesvc.http import (
     Request,
     Response,
     ServerLimits,
+    SourceFailed,
+    Tee,
     error,
     json_response,
 )
@@ -106,7 +108,7 @@ class Node:
         self._client_token = settings.client_token
         self.server = HttpServer(self.handle, ServerLimits(
             max_body=cfg.max_image_bytes, header_timeout=cfg.client_timeout_ms / 1000,
-            max_connections=cfg.max_connections))
+            max_connections=cfg.max_connections), streams=self._streams_body)
         self.metrics = Metrics(self.id)
         self.notifier = notifier or Notifier()
         self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="disk")
@@ -405,7 +407,8 @@ class Node:
         peer_only = req.path.startswith("/peer/") or FORWARDED in req.headers \
             or LOCAL_ONLY in req.headers
         if peer_only and self.auth is not None:
-            reason = self.auth.verify(req.headers.get(AUTH_HEADER), req.method, req.target,
+            signature = req.headers.get(AUTH_HEADER) or req.trailers.get(AUTH_HEADER)
+            reason = self.auth.verify(signature, req.method, req.target,
                                       req.body, req.body_sha256() if req.body else None)
             if reason is not None:
                 self.metrics.refused.labels(why="peer").inc()
@@ -420,6 +423,12 @@ class Node:
                 return error(401, "unauthorized", "uploads need Authorization: Bearer <token>",
                              headers=[("www-authenticate", "Bearer")])
         return None
+
+    def _streams_body(self, req: Request) -> bool:
+        """The leader passes a client's upload on to its target as it arrives (the rest is
+        read whole: peer messages, forwarded uploads, which are signed over their body)."""
+        return (req.method == "PUT" and req.path.startswith("/images/")
+                and FORWARDED not in req.headers and self.election.role is Role.LEADER)
 
     async def handle(self, req: Request) -> Response:
         self._requests_in_flight += 1
@@ -487,7 +496,8 @@ class Node:
             if self.election.role is not Role.LEADER:
                 return error(503, "not leader", f"node {self.id} no longer leads",
                              headers=[("retry-after", "1")])
-            return await self.place(name, req.body, req.body_sha256())
+            return await self.place(name, Tee.of(req.body))
+        body = Tee(req.stream.chunks()) if req.stream is not None else Tee.of(req.body)
         deadline = time.monotonic() + UPLOAD_DEADLINE
         while True:
             leader = await self._await_leader(deadline)
@@ -495,12 +505,13 @@ class Node:
                 return error(503, "no leader", "no leader elected yet",
                              headers=[("retry-after", "1")])
             if leader == self.id:
-                return await self.place(name, req.body, req.body_sha256())
+                return await self.place(name, body)
+            data = await body.read()  # a follower passes the upload on whole, signed
             try:
-                resp = await self._peer_request(leader, "PUT", f"/images/{name}", req.body,
+                resp = await self._peer_request(leader, "PUT", f"/images/{name}", data,
                                                 [(FORWARDED, str(self.id))],
                                                 timeout=UPLOAD_DEADLINE * 2,
-                                                body_sha256=req.body_sha256())
+                                                body_sha256=body.sha256())
             except PeerUnreachable as exc:
                 log.info("[Node %d] leader %d unreachable (%s); waiting for a new one",
                          self.id, leader, exc)
@@ -527,9 +538,10 @@ class Node:
                 await asyncio.wait_for(self.leader_known.wait(), remaining)
         return self.election.leader
 
-    async def place(self, name: str, body: bytes, sha256: bytes) -> Response:
-        """The leader's part: find where `name` goes and have it stored there. `sha256` is
-        the body's digest (hashed once here, for the signature and the local store)."""
+    async def place(self, name: str, body: Tee) -> Response:
+        """The leader's part: find where `name` goes and have it stored there. The body is
+        passed on as it arrives from the client, and kept, in case the target fails and the
+        next one needs it all."""
         try:
             await asyncio.wait_for(self.index_ready.wait(), UPLOAD_DEADLINE)
         except TimeoutError:
@@ -539,7 +551,7 @@ class Node:
             holder = self.index.get(name)
             if holder is not None:
                 try:
-                    return await self._store_on(holder, name, body, sha256)
+                    return await self._store_on(holder, name, body)
                 except PeerUnreachable:
                     return error(503, "holder unreachable",
                                  f"node {holder} holds {name} and cannot be reached",
@@ -554,13 +566,16 @@ class Node:
                                               headers=[("retry-after", "1")])
                 self.placement.reserve(target)
                 try:
-                    resp = await self._store_on(target, name, body, sha256)
+                    resp = await self._store_on(target, name, body)
                 except PeerUnreachable as exc:
                     log.info("[LeastLoad] node %d failed mid-upload (%s); trying the next",
                              target, exc)
                     self.placement.release(target)
                     tried.add(target)
                     continue
+                except BaseException:  # the client broke off: nothing was placed
+                    self.placement.release(target)
+                    raise
                 if resp.status != 201:
                     self.placement.release(target)
                 if resp.status == 507:
@@ -575,11 +590,27 @@ class Node:
                              target, self.placement.count(target))
                 return resp
 
-    async def _store_on(self, target: int, name: str, body: bytes, sha256: bytes) -> Response:
+    async def _store_on(self, target: int, name: str, body: Tee) -> Response:
         if target == self.id:
-            return await self.store_local(name, body, sha256)
-        resp = await self._peer_request(target, "PUT", f"/peer/store/{name}", body,
-                                        timeout=UPLOAD_DEADLINE * 2, body_sha256=sha256)
+            data = await body.read()
+            return await self.store_local(name, data, body.sha256())
+        host, port = self.addresses[target]
+        path = f"/peer/store/{name}"
+        auth = self.auth
+
+        def signature() -> list[tuple[str, str]]:  # over the digest, once all is sent
+            return [(AUTH_HEADER, auth.sign("PUT", path, body_sha256=body.sha256()))] \
+                if auth is not None else []
+
+        if not body.complete:
+            self.metrics.streamed.inc()
+        try:
+            resp = await self.client.stream(
+                host, port, "PUT", path, body, timeout=UPLOAD_DEADLINE * 2,
+                wait=self.election.timings.leader_timeout,
+                trailer_names=AUTH_HEADER if auth is not None else "", trailers=signature)
+        except SourceFailed as exc:
+            raise exc.cause from None
         if resp.status >= 500 and resp.status != 507:
             raise PeerUnreachable(f"node {target} answered {resp.status}")
         return resp
