@@ -183,11 +183,13 @@ def load_limits(path: Path) -> dict[str, Any] | None:
 
 
 def limit_rps(system: str, size: int, limits: dict[str, Any]) -> float:
-    """The lab's ceiling for uploads/s of `size` bytes: raw TCP, and durable writes (eight
-    writers) for the system that fsyncs every image."""
+    """The lab's ceiling for uploads/s of `size` bytes: raw TCP, and durable writes of that
+    size (eight writers; older reports: the 64 KiB rate) for the system that fsyncs."""
     tcp = float(limits["tcp_mib_s"]) * 2**20 / size
     if system == "cloud-p2p fsync":
-        return min(tcp, float(limits["durable_writes_per_s"]["8"]))
+        durable = limits.get("durable_by_size", {}).get(str(size)) \
+            or limits["durable_writes_per_s"]
+        return min(tcp, float(durable["8"]))
     return tcp
 
 

@@ -1,5 +1,5 @@
-"""Runs on a lab host: durable 64 KiB writes (file fsync + directory fsync, as cloud-p2p
-does for every image) with 1 and 8 writers; prints "writers rate" lines."""
+"""Runs on a lab host: durable writes (file fsync + directory fsync, as an image stored on its
+own) of 4 KiB, 64 KiB and 1 MiB with 1 and 8 writers; prints "size writers rate" lines."""
 
 import os
 import shutil
@@ -9,12 +9,11 @@ import time
 
 directory = sys.argv[1]
 os.makedirs(directory, exist_ok=True)
-data = bytes(65536)
 
 
-def writer(k: int, count: int) -> None:
+def writer(k: int, count: int, data: bytes) -> None:
     for i in range(count):
-        fd = os.open(f"{directory}/{k}-{i}", os.O_WRONLY | os.O_CREAT, 0o644)
+        fd = os.open(f"{directory}/{len(data)}-{k}-{i}", os.O_WRONLY | os.O_CREAT, 0o644)
         os.write(fd, data)
         os.fsync(fd)
         os.close(fd)
@@ -23,13 +22,15 @@ def writer(k: int, count: int) -> None:
         os.close(dfd)
 
 
-for writers in (1, 8):
-    each = 400 // writers
-    threads = [threading.Thread(target=writer, args=(k, each)) for k in range(writers)]
-    t0 = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    print(writers, writers * each / (time.monotonic() - t0))
+for size, total in ((4096, 400), (65536, 400), (1 << 20, 160)):
+    data = os.urandom(size)
+    for writers in (1, 8):
+        each = total // writers
+        threads = [threading.Thread(target=writer, args=(k, each, data)) for k in range(writers)]
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        print(size, writers, writers * each / (time.monotonic() - t0), flush=True)
 shutil.rmtree(directory)

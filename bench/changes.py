@@ -1,0 +1,125 @@
+"""What each change bought: the same cells, on the same lab, for a list of git revisions.
+
+    sudo .venv/bin/python -m cloudlab up
+    sudo .venv/bin/python -m bench.changes \\
+        --rev cba8e70="before" --rev e922d50="+ group commit" --rev HEAD="now" \\
+        [--cells 64KiB:64,1MiB:10] [--seconds 8] [--json reports/changes.json]
+
+Each revision is checked out in a temporary git worktree and deployed from there to the lab
+(the playbooks build the wheel from that tree: a rolling re-deploy), then every cell runs with
+wrk (bench/wrk.py) against the leader: requests per second, MiB/s, p50 and p99. Revisions run
+in the order given; each row also shows the change against the row before. The load runs on
+the same 2-core machine as the lab, so compare rows of one run, not figures across machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.compare import SIZES, leader_address
+from bench.wrk import run_wrk
+from cloudlab import faults
+
+ROOT = Path(__file__).resolve().parents[1]
+INVENTORY = ROOT / "lab" / "inventory.ini"
+
+
+def parse_rev(text: str) -> tuple[str, str]:
+    rev, _, label = text.partition("=")
+    return rev, label or rev
+
+
+def parse_cells(text: str) -> list[tuple[str, int]]:
+    cells = []
+    for item in text.split(","):
+        size, _, clients = item.partition(":")
+        if size not in SIZES or not clients.isdigit():
+            raise argparse.ArgumentTypeError(f"cell {item!r}: want SIZE:CLIENTS, SIZE one of "
+                                             f"{', '.join(SIZES)}")
+        cells.append((size, int(clients)))
+    return cells
+
+
+def deploy_revision(rev: str, workdir: Path) -> str:
+    """Check `rev` out under `workdir` and deploy it to the lab; return its full hash."""
+    full = subprocess.run(["git", "rev-parse", "--verify", f"{rev}^{{commit}}"], cwd=ROOT,
+                          check=True, capture_output=True, text=True).stdout.strip()
+    tree = workdir / full[:12]
+    subprocess.run(["git", "worktree", "add", "--detach", "--force", str(tree), full],
+                   cwd=ROOT, check=True, capture_output=True)
+    try:
+        r = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i",
+                            str(INVENTORY), "playbooks/deploy.yml"], cwd=tree,
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"deploy of {rev} failed:\n{r.stdout[-2000:]}")
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT,
+                       capture_output=True)
+    faults.wait_settled(60)
+    return full
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rev", action="append", type=parse_rev, required=True,
+                   help="REV=LABEL, in order (repeat)")
+    p.add_argument("--cells", type=parse_cells, default=parse_cells("64KiB:64,1MiB:10,1MiB:64"))
+    p.add_argument("--seconds", type=float, default=8.0)
+    p.add_argument("--json", type=Path, default=Path("reports/changes.json"))
+    args = p.parse_args(argv)
+    if not INVENTORY.exists():
+        p.error(f"{INVENTORY} is missing: start the lab first (python -m cloudlab up)")
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="cloud-p2p-changes-") as tmp:
+        for rev, label in args.rev:
+            t0 = time.monotonic()
+            full = deploy_revision(rev, Path(tmp))
+            host, port = leader_address()
+            print(f"== {label} ({full[:8]}), deployed in {time.monotonic() - t0:.0f} s",
+                  flush=True)
+            for size, clients in args.cells:
+                tag = f"chg-{full[:8]}-{size}-{clients}-{int(time.time())}"
+                cell = run_wrk(host, port, SIZES[size], clients, args.seconds, tag)
+                rows.append({"label": label, "rev": full[:12], "size": size,
+                             "clients": clients, **cell})
+                print(f"   {size:>6} x{clients:<3} {cell['rps']:>8.1f} req/s "
+                      f"{cell['mib_s']:>7.1f} MiB/s p50 {cell['p50_ms']:>7.2f} ms "
+                      f"p99 {cell['p99_ms']:>8.2f} ms failed {cell['failed']:.0f}", flush=True)
+    print()
+    print(format_table(rows))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_bytes(orjson.dumps(rows, option=orjson.OPT_INDENT_2))
+    print(f"\nJSON: {args.json}")
+    return 0
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """One line per revision, req/s per cell with the change against the revision before."""
+    cells = list(dict.fromkeys((r["size"], r["clients"]) for r in rows))
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    by = {(r["label"], r["size"], r["clients"]): r["rps"] for r in rows}
+    head = f"{'change':32}" + "".join(f"{s + ' x' + str(c):>22}" for s, c in cells)
+    lines = [head, "-" * len(head)]
+    for i, label in enumerate(labels):
+        line = f"{label[:32]:32}"
+        for size, clients in cells:
+            rps = by.get((label, size, clients))
+            before = by.get((labels[i - 1], size, clients)) if i else None
+            delta = f" ({(rps / before - 1) * 100:+.0f}%)" if rps and before else ""
+            line += f"{(f'{rps:.0f} req/s' if rps is not None else '-') + delta:>22}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
