@@ -23,15 +23,21 @@ SHARED = "/var/lib/cloud-p2p/shared_images"
 
 @pytest.fixture(scope="module")
 def all_hosts(request: pytest.FixtureRequest) -> list:  # type: ignore[type-arg]
-    """Every host of this run, for checks that compare hosts with each other."""
+    """Every host of this run, for checks that compare hosts with each other.
+
+    The same arguments as testinfra's own plugin, so its cached connections are reused.
+    """
     import testinfra
 
-    opt = request.config.getoption
-    specs = [s for s in (opt("hosts") or "").split(",") if s]
-    return testinfra.get_hosts(specs, connection=opt("connection"),
-                               ansible_inventory=opt("ansible_inventory"),
-                               ssh_config=opt("ssh_config"),
-                               ssh_identity_file=opt("ssh_identity_file"))
+    opt = request.config.option
+    if not opt.hosts:
+        pytest.skip("comparing hosts needs --hosts=... (e.g. ansible://nodes)")
+    return testinfra.get_hosts(opt.hosts.split(","), connection=opt.connection,
+                               ssh_config=opt.ssh_config,
+                               ssh_identity_file=opt.ssh_identity_file,
+                               sudo=opt.sudo, sudo_user=opt.sudo_user,
+                               ansible_inventory=opt.ansible_inventory,
+                               force_ansible=opt.force_ansible)
 
 
 @pytest.fixture
