@@ -45,9 +45,9 @@ from nodesvc.placement import Placement
 from nodesvc.storage import (
     Conflict,
     DiskFull,
-    Staged,
     Store,
     Stored,
+    Write,
     generated_name,
     valid_name,
 )
@@ -112,8 +112,9 @@ class Node:
         self.metrics = Metrics(self.id)
         self.notifier = notifier or Notifier()
         self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="disk")
-        # Writes are staged by the executor's threads and made durable in batches by this one.
-        self.committer: GroupCommit[Staged, Stored] = GroupCommit(self.store.commit)
+        # Every image write goes to this one thread, which writes and flushes in batches
+        # (one thread hop per write; the executor is for reads and index work).
+        self.committer: GroupCommit[Write, Stored] = GroupCommit(self.store.write_batch)
         self.index: dict[str, int] = {}          # leader only: image name -> node holding it
         self.index_ready = asyncio.Event()       # leader only: index synced after election
         self.leader_known = asyncio.Event()
@@ -619,13 +620,10 @@ class Node:
         """The target's part: a durable write on this node's disk."""
         if not valid_name(name):
             return error(400, "invalid name", name[:80])
-        loop = asyncio.get_running_loop()
         async with self.write_locks.hold(name):
             try:
-                staged = await loop.run_in_executor(self.executor, self.store.stage, name, body,
-                                                    sha256.hex())
-                stored = staged if isinstance(staged, Stored) else \
-                    await asyncio.wrap_future(self.committer.submit(staged))
+                stored: Stored = await asyncio.wrap_future(
+                    self.committer.submit(Write(name, body, sha256.hex())))
             except Conflict as exc:
                 self.metrics.stored_writes.labels(result="conflict").inc()
                 return error(409, "conflict",

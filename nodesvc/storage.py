@@ -1,8 +1,9 @@
 """The durable, validated image store of one node.
 
-A write has two steps, so that many writes can share the expensive part (group commit):
-  stage  (any thread): the bytes go to a temporary file, a name no valid image can have;
-  commit (one thread, for a whole batch): the batch's temporary files are made durable (one
+A write has two steps, so that many writes can share the expensive part (group commit; the
+node runs both for a whole batch on its committer thread, see write_batch and groupcommit.py):
+  stage: the bytes go to a temporary file, a name no valid image can have;
+  commit, for the batch: the batch's temporary files are made durable (one
          `syncfs` for the batch, or one fsync for a batch of one), each is hard-linked to its
          final name (which fails instead of overwriting) and unlinked, and the directory is
          fsynced once. Only then is any image of the batch acknowledged.
@@ -70,6 +71,15 @@ class Conflict(Exception):
 
 class DiskFull(Exception):
     """No space left; nothing was kept."""
+
+
+@dataclass(frozen=True)
+class Write:
+    """An image to store: its name, bytes and sha256 (hex, computed by the caller)."""
+
+    name: str
+    data: bytes
+    sha256: str
 
 
 @dataclass(frozen=True)
@@ -148,6 +158,28 @@ class Store:
         if isinstance(result, BaseException):
             raise result
         return result
+
+    def write_batch(self, writes: list[Write]) -> list[Stored | BaseException]:
+        """Stage and commit a batch in one go, on one thread (the group committer's step):
+        one result per write, in order, Stored or the exception for that write."""
+        results: list[Stored | BaseException | None] = []
+        staged: list[Staged] = []
+        slots: list[int] = []
+        for w in writes:
+            try:
+                r = self.stage(w.name, w.data, w.sha256)
+            except (Conflict, DiskFull, OSError) as exc:
+                results.append(exc)
+                continue
+            if isinstance(r, Stored):
+                results.append(r)
+            else:
+                slots.append(len(results))
+                results.append(None)
+                staged.append(r)
+        for slot, result in zip(slots, self.commit(staged) if staged else [], strict=True):
+            results[slot] = result
+        return [r for r in results if r is not None]
 
     def stage(self, name: str, data: bytes, digest: str | None = None) -> Staged | Stored:
         """Step 1: write the bytes to a temporary file (not yet durable, not yet visible).

@@ -72,3 +72,19 @@ def test_secret_files_must_be_private_and_long_enough(tmp_path: Path) -> None:
         load_secret(str(tmp_path / "missing"))
     with pytest.raises(ValueError):
         PeerAuth(b"short", 1)
+
+
+def test_seen_nonces_are_forgotten_after_their_lifetime_and_replays_still_refused() -> None:
+    clock = Clock()
+    a, b = PeerAuth(SECRET, 1, clock=clock), PeerAuth(SECRET, 2, clock=clock)
+    first = a.sign("POST", "/peer/msg", b"x")
+    assert b.verify(first, "POST", "/peer/msg", b"x") is None
+    for _ in range(3000):  # a busy minute and more: 20 messages a second
+        clock.t += 0.05
+        assert b.verify(a.sign("POST", "/peer/msg", b"x"), "POST", "/peer/msg", b"x") is None
+        sig = a.sign("POST", "/peer/msg", b"x")
+    assert b.verify(sig, "POST", "/peer/msg", b"x") is None
+    assert b.verify(sig, "POST", "/peer/msg", b"x") == "replayed peer message"
+    # Only the last 2 x window seconds are remembered (60 s x 20/s, plus the one above).
+    assert 1150 <= len(b._seen) <= 1202
+    assert b.verify(first, "POST", "/peer/msg", b"x") is not None  # long gone, and stale

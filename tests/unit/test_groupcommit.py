@@ -114,3 +114,19 @@ def test_a_failed_flush_acknowledges_nothing(tmp_path: Path,
     results = s.commit(staged)  # type: ignore[arg-type]
     assert all(isinstance(r, OSError) for r in results)
     assert list(tmp_path.iterdir()) == [] and s.names() == []
+
+
+def test_write_batch_keeps_each_result_in_its_place(tmp_path: Path) -> None:
+    s = Store(tmp_path)
+    s.open()
+    s.write("taken.png", b"old")
+    writes = [storage.Write("a.png", b"A", storage.sha256_hex(b"A")),
+              storage.Write("taken.png", b"new", storage.sha256_hex(b"new")),
+              storage.Write("taken.png", b"old", storage.sha256_hex(b"old")),
+              storage.Write("b.png", b"B", storage.sha256_hex(b"B"))]
+    results = s.write_batch(writes)
+    assert isinstance(results[0], Stored) and results[0].created and results[0].name == "a.png"
+    assert isinstance(results[1], Conflict)
+    assert isinstance(results[2], Stored) and not results[2].created
+    assert isinstance(results[3], Stored) and results[3].name == "b.png"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png", "taken.png"]
