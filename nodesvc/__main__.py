@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 
 from nodesvc.config import ConfigError, load_settings
+from nodesvc.logsink import BatchingHandler
 from nodesvc.node import Node
 
 
@@ -39,7 +40,8 @@ def main() -> int:
     except ConfigError as exc:
         print(f"cloud-p2p: error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    logging.basicConfig(level=logging.INFO, format="%(message)s",
+                        handlers=[BatchingHandler(sys.stdout.fileno())])
     node = Node(settings)
     try:
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
