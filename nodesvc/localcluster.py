@@ -62,6 +62,16 @@ class LocalCluster:
         self.procs[node] = proc
         return proc
 
+    def wait_log(self, node: int, text: str, timeout: float = 3.0) -> str:
+        """The node's log once it contains `text` (nodes write their log in batches, a few
+        milliseconds late), or as it is after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            log = self.log_file(node).read_text() if self.log_file(node).exists() else ""
+            if text in log or time.monotonic() > deadline:
+                return log
+            time.sleep(0.02)
+
     def start_all(self) -> None:
         for node in self.ports:
             self.start(node)

@@ -56,9 +56,10 @@ def test_highest_id_leads_soon_after_the_last_node_starts(make_cluster) -> None:
     assert elapsed < 3, f"agreement took {elapsed:.2f}s"
     roles = {n: c.status(n)["role"] for n in (1, 2, 3)}
     assert roles == {1: "follower", 2: "follower", 3: "leader"}
-    log = c.log_file(3).read_text()
-    assert "[Node 3] no higher nodes -> becoming coordinator" in log
-    assert "[Node 1] Coordinator announced: 3" in c.log_file(1).read_text()
+    became = "[Node 3] no higher nodes -> becoming coordinator"
+    assert became in c.wait_log(3, became)
+    announced = "[Node 1] Coordinator announced: 3"
+    assert announced in c.wait_log(1, announced)
 
 
 def test_follower_forwards_and_any_node_serves_the_image(cluster: LocalCluster) -> None:
@@ -74,8 +75,8 @@ def test_follower_forwards_and_any_node_serves_the_image(cluster: LocalCluster) 
     for node in (1, 2, 3):
         code, got = cluster.request(node, "GET", "/images/fwd.png")
         assert code == 200 and got == data
-    assert "[LeastLoad] RECORDED: Node" in cluster.log_file(3).read_text()
-    assert '✓ Saved image to "' in cluster.log_file(info["node"]).read_text()
+    assert "[LeastLoad] RECORDED: Node" in cluster.wait_log(3, "[LeastLoad] RECORDED: Node")
+    assert '✓ Saved image to "' in cluster.wait_log(info["node"], '✓ Saved image to "')
 
 
 def test_hundred_uploads_end_34_33_33_with_exact_bytes(cluster: LocalCluster) -> None:
@@ -165,4 +166,4 @@ def test_config_mismatch_is_reported_loudly(make_cluster) -> None:
         time.sleep(0.05)
     assert c.status(1)["config_mismatch"] == [3]
     assert c.status(3)["config_mismatch"] == [1, 2]
-    assert "CONFIG MISMATCH" in c.log_file(1).read_text()
+    assert "CONFIG MISMATCH" in c.wait_log(1, "CONFIG MISMATCH")

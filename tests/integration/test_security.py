@@ -49,7 +49,7 @@ def test_a_node_with_another_secret_cannot_join(make_cluster) -> None:  # type: 
     assert c.wait_leader(2, nodes=[1, 2], timeout=5) == 2
     time.sleep(1.0)
     assert c.leaders([1, 2]) == {1: 2, 2: 2}
-    assert "bad peer signature" in c.log_file(1).read_text()
+    assert "bad peer signature" in c.wait_log(1, "bad peer signature")
 
 
 def test_uploads_need_the_client_token_when_one_is_set(make_cluster) -> None:  # type: ignore[no-untyped-def]
