@@ -3,18 +3,22 @@
     sudo .venv/bin/python -m cloudlab up
     sudo .venv/bin/python -m bench.changes \\
         --rev cba8e70="before" --rev e922d50="+ group commit" --rev HEAD="now" \\
-        [--cells 64KiB:64,1MiB:10] [--seconds 8] [--json reports/changes.json]
+        [--cells 64KiB:64,1MiB:10] [--seconds 8] [--rounds 2] [--json reports/changes.json]
 
 Each revision is checked out in a temporary git worktree and deployed from there to the lab
 (the playbooks build the wheel from that tree: a rolling re-deploy), then every cell runs with
-wrk (bench/wrk.py) against the leader: requests per second, MiB/s, p50 and p99. Revisions run
-in the order given; each row also shows the change against the row before. The load runs on
-the same 2-core machine as the lab, so compare rows of one run, not figures across machines.
+wrk (bench/wrk.py) against the leader: requests per second, MiB/s, p50 and p99. With --rounds
+N the whole list runs N times, in order then in reverse, and the table shows each cell's
+median over the rounds: figures on this shared 2-core machine vary by tens of percent from one
+minute to the next, and alternating the order keeps a slow minute from favouring one
+revision. Each row also shows the change against the row before. Compare rows of one run,
+not figures across machines.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -75,26 +79,30 @@ def main(argv: list[str] | None = None) -> int:
                    help="REV=LABEL, in order (repeat)")
     p.add_argument("--cells", type=parse_cells, default=parse_cells("64KiB:64,1MiB:10,1MiB:64"))
     p.add_argument("--seconds", type=float, default=8.0)
+    p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--json", type=Path, default=Path("reports/changes.json"))
     args = p.parse_args(argv)
     if not INVENTORY.exists():
         p.error(f"{INVENTORY} is missing: start the lab first (python -m cloudlab up)")
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="cloud-p2p-changes-") as tmp:
-        for rev, label in args.rev:
-            t0 = time.monotonic()
-            full = deploy_revision(rev, Path(tmp))
-            host, port = leader_address()
-            print(f"== {label} ({full[:8]}), deployed in {time.monotonic() - t0:.0f} s",
-                  flush=True)
-            for size, clients in args.cells:
-                tag = f"chg-{full[:8]}-{size}-{clients}-{int(time.time())}"
-                cell = run_wrk(host, port, SIZES[size], clients, args.seconds, tag)
-                rows.append({"label": label, "rev": full[:12], "size": size,
-                             "clients": clients, **cell})
-                print(f"   {size:>6} x{clients:<3} {cell['rps']:>8.1f} req/s "
-                      f"{cell['mib_s']:>7.1f} MiB/s p50 {cell['p50_ms']:>7.2f} ms "
-                      f"p99 {cell['p99_ms']:>8.2f} ms failed {cell['failed']:.0f}", flush=True)
+        for round_ in range(args.rounds):
+            order = args.rev if round_ % 2 == 0 else list(reversed(args.rev))
+            for rev, label in order:
+                t0 = time.monotonic()
+                full = deploy_revision(rev, Path(tmp))
+                host, port = leader_address()
+                print(f"== round {round_ + 1}: {label} ({full[:8]}), deployed in "
+                      f"{time.monotonic() - t0:.0f} s", flush=True)
+                for size, clients in args.cells:
+                    tag = f"chg-{full[:8]}-{size}-{clients}-{time.time_ns()}"
+                    cell = run_wrk(host, port, SIZES[size], clients, args.seconds, tag)
+                    rows.append({"label": label, "rev": full[:12], "round": round_ + 1,
+                                 "size": size, "clients": clients, **cell})
+                    print(f"   {size:>6} x{clients:<3} {cell['rps']:>8.1f} req/s "
+                          f"{cell['mib_s']:>7.1f} MiB/s p50 {cell['p50_ms']:>7.2f} ms "
+                          f"p99 {cell['p99_ms']:>8.2f} ms failed {cell['failed']:.0f}",
+                          flush=True)
     print()
     print(format_table(rows))
     args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -104,10 +112,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """One line per revision, req/s per cell with the change against the revision before."""
+    """One line per revision, the median req/s per cell over the rounds, with the change
+    against the revision before."""
     cells = list(dict.fromkeys((r["size"], r["clients"]) for r in rows))
-    labels = list(dict.fromkeys(r["label"] for r in rows))
-    by = {(r["label"], r["size"], r["clients"]): r["rps"] for r in rows}
+    labels = list(dict.fromkeys(r["label"] for r in rows if r.get("round", 1) == 1))
+    samples: dict[tuple[str, str, int], list[float]] = {}
+    for r in rows:
+        samples.setdefault((r["label"], r["size"], r["clients"]), []).append(r["rps"])
+    by = {key: statistics.median(v) for key, v in samples.items()}
     head = f"{'change':32}" + "".join(f"{s + ' x' + str(c):>22}" for s, c in cells)
     lines = [head, "-" * len(head)]
     for i, label in enumerate(labels):
