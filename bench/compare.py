@@ -1,12 +1,16 @@
 """cloud-p2p against HAProxy (leastconn) + nginx (WebDAV PUT) on the same lab hosts, driven by
-the same load generators (issue 5: the harness, a table and a chart).
+the same load generators, in one run (issue 5: the harness, a table and a chart).
 
-    sudo scripts/install-bench-deps            # wrk
-    sudo .venv/bin/python -m cloudlab up --image bench
-    sudo .venv/bin/ansible-playbook -i lab/inventory.ini playbooks/deploy.yml
-    sudo .venv/bin/python -m bench.lab_limits  # optional: reports/lab-limits.json
+    sudo scripts/install-bench-deps            # wrk, once
     sudo .venv/bin/python -m bench.compare [--json reports/compare.json]
         [--sizes 4KiB,64KiB,1MiB] [--clients 10,64] [--systems haproxy+nginx,...] [--no-wrk]
+        [--keep-limits]
+
+One command: if no lab is up it starts one with nginx and HAProxy installed (`cloudlab up
+--image bench`; a lab started without `--image bench` has no nginx: `cloudlab down` first),
+measures the lab's limits (bench.lab_limits, into reports/lab-limits.json; --keep-limits
+reuses that file), deploys cloud-p2p with playbooks/deploy.yml for each of its systems, sets
+the peer up, and runs every cell.
 
 Systems: cloud-p2p with fsync (the default), cloud-p2p with durability "none" (re-deployed,
 rolling), and HAProxy on h1 in front of nginx on every host (nginx does not fsync). Each cell:
@@ -38,6 +42,7 @@ from typing import Any
 
 import orjson
 
+from bench import lab_limits
 from bench.wrk import run_wrk
 from cloudlab import hosts
 from cloudlab.cli import existing_hosts
@@ -152,7 +157,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", type=Path, default=Path("reports/compare.json"))
     p.add_argument("--limits", type=Path, default=Path("reports/lab-limits.json"),
-                   help="bench.lab_limits' JSON (ignored when missing)")
+                   help="where the lab's limits are written (bench.lab_limits)")
+    p.add_argument("--keep-limits", action="store_true",
+                   help="reuse the limits file instead of measuring them again")
     p.add_argument("--sizes", help=f"comma list of {','.join(SIZES)} (default all)")
     p.add_argument("--clients", help="comma list of client counts (default 10,64)")
     p.add_argument("--systems", help=f"comma list of {','.join(SYSTEMS)} (default all)")
@@ -225,12 +232,17 @@ def chart(path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    limits = load_limits(args.limits)
     token = args.token_file.read_text().strip() if args.token_file else None
     if not args.no_wrk and shutil.which("wrk") is None:
         print("wrk is not installed: run scripts/install-bench-deps (or pass --no-wrk)",
               file=sys.stderr)
         return 2
+    if not existing_hosts():  # one command: the lab, with nginx and HAProxy installed
+        from cloudlab import cli
+        cli.up(3, "bench")
+    if not (args.keep_limits and args.limits.is_file()):
+        lab_limits.main(["--json", str(args.limits)])
+    limits = load_limits(args.limits)
     lab = existing_hosts()
     if PEER_SYSTEM in args.systems:
         setup_peer()

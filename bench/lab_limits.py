@@ -38,10 +38,10 @@ def run_probe(h: HostPlan, probe: str, *args: str, timeout: float = 300) -> str:
     return r.stdout
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--json", type=Path, default=Path("reports/lab-limits.json"))
-    args = p.parse_args()
+    args = p.parse_args(argv)
     h1, h2 = HostPlan(1), HostPlan(2)
     hosts.ssh(h2, f"ufw allow {PORT}/tcp >/dev/null 2>&1 || true")
     with ThreadPoolExecutor(1) as pool:

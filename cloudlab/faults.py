@@ -96,6 +96,14 @@ def audit_until_clean(records: list[Record], prefix: str, timeout: float = 20.0)
 # ---- the faults -------------------------------------------------------------------------
 
 
+def _signal_service(h: HostPlan, signal: str) -> None:
+    """Send `signal` to the node's main process (the whole cgroup fails in these containers:
+    "Failed to send signal to auxiliary processes"), and fail loudly if it was not sent."""
+    r = hosts.ssh(h, f"systemctl kill --kill-who=main --signal={signal} cloud-p2p")
+    if r.returncode != 0:
+        raise RuntimeError(f"{h.name}: SIG{signal} not sent: {r.stderr.strip()[-200:]}")
+
+
 def _leader_host() -> HostPlan:
     leader = agreed_leader()
     if leader is None:
@@ -117,7 +125,7 @@ def power_cut_leader() -> Callable[[], None]:
 
 def kill_leader_service() -> Callable[[], None]:
     h = _leader_host()
-    hosts.ssh(h, "systemctl kill --signal=KILL cloud-p2p")
+    _signal_service(h, "KILL")
     return lambda: None  # systemd restarts it (Restart=on-failure)
 
 
@@ -129,14 +137,14 @@ def partition_leader() -> Callable[[], None]:
 
 def pause_leader() -> Callable[[], None]:
     h = _leader_host()
-    hosts.ssh(h, "systemctl kill --signal=STOP cloud-p2p")
-    return lambda: hosts.ssh(h, "systemctl kill --signal=CONT cloud-p2p")
+    _signal_service(h, "STOP")
+    return lambda: _signal_service(h, "CONT")
 
 
 def kill_follower_service() -> Callable[[], None]:
     leader = _leader_host().n
     h = HostPlan(min(x.n for x in existing_hosts() if x.n != leader))
-    hosts.ssh(h, "systemctl kill --signal=KILL cloud-p2p")
+    _signal_service(h, "KILL")
     return lambda: None
 
 

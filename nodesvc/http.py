@@ -278,8 +278,9 @@ class Tee:
     """A body read once from its source and kept, so it can be sent more than once (to the
     next node, when a target fails mid-upload), and hashed on the way."""
 
-    def __init__(self, source: AsyncIterator[bytes]) -> None:
+    def __init__(self, source: AsyncIterator[bytes], length: int | None = None) -> None:
         self._source = source
+        self.length = length  # the Content-Length announced, if any
         self._chunks: list[bytes] = []
         self._hash = hashlib.sha256()
         self.complete = False
@@ -289,7 +290,7 @@ class Tee:
         async def nothing() -> AsyncIterator[bytes]:
             return
             yield b""
-        tee = cls(nothing())
+        tee = cls(nothing(), len(data))
         tee._chunks = [data] if data else []
         tee._hash.update(data)
         tee.complete = True
