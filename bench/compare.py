@@ -83,6 +83,21 @@ def setup_peer() -> None:
               "ufw allow 8000/tcp >/dev/null && systemctl restart haproxy")
 
 
+def wipe_stored() -> None:
+    """Delete what earlier cells uploaded, on every host: a long run would fill the lab's disk
+    (64 clients x 1 MiB is 200 MiB a second). cloud-p2p is stopped meanwhile, so its index
+    stays true, and started again if it was running."""
+    lab = existing_hosts()
+    for h in lab:
+        sh(h, "systemctl is-active -q cloud-p2p && systemctl stop cloud-p2p "
+              "&& touch /run/cloud-p2p-was-active; "
+              "find /var/lib/cloud-p2p/shared_images /var/lib/cloud-p2p-peer/images "
+              "-mindepth 1 -delete 2>/dev/null; true")
+    for h in lab:
+        sh(h, "if [ -e /run/cloud-p2p-was-active ]; then rm /run/cloud-p2p-was-active; "
+              "systemctl start cloud-p2p; fi")
+
+
 def deploy(durability: str) -> None:
     settings = {"durability": durability} if durability != "fsync" else {}
     extra = orjson.dumps({"cloud_p2p_settings": settings}).decode()
@@ -249,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     for system in args.systems:
         cell_token = None
+        wipe_stored()
         if system.startswith("cloud-p2p"):
             deploy("none" if "no-fsync" in system else "fsync")
             host, port = leader_address()
