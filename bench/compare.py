@@ -100,8 +100,11 @@ def wipe_stored() -> None:
 
 
 def deploy(durability: str) -> None:
+    """Deploy cloud-p2p with that durability; the peer's ports stay open in ufw (the firewall
+    role removes port rules it was not told about)."""
     settings = {"durability": durability} if durability != "fsync" else {}
-    extra = orjson.dumps({"cloud_p2p_settings": settings}).decode()
+    extra = orjson.dumps({"cloud_p2p_settings": settings,
+                          "cloud_p2p_firewall_extra_ports": [8000, 8080]}).decode()
     bin_dir = Path(sys.executable).parent
     subprocess.run([str(bin_dir / "ansible-playbook"), "-i", "lab/inventory.ini",
                     "playbooks/deploy.yml", "-e", extra], cwd=ROOT, check=True,
@@ -260,8 +263,6 @@ def main(argv: list[str] | None = None) -> int:
         lab_limits.main(["--json", str(args.limits)])
     limits = load_limits(args.limits)
     lab = existing_hosts()
-    if PEER_SYSTEM in args.systems:
-        setup_peer()
     rows: list[dict[str, Any]] = []
     for system in args.systems:
         cell_token = None
@@ -271,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
             host, port = leader_address()
             cell_token = token
         else:
+            setup_peer()
             host, port = lab[0].address, 8000
         for size_name in args.sizes:
             size = SIZES[size_name]
