@@ -16,7 +16,7 @@ import hmac
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 
@@ -93,6 +93,9 @@ class KeyedLocks:
 
     def keys(self) -> list[str]:
         return list(self._locks)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._locks))
 
 
 class Node:
@@ -200,7 +203,7 @@ class Node:
     def _refresh_load(self) -> None:
         """What our election messages report: images stored and writes in progress."""
         self.election.stored = len(self.store)
-        self.election.inflight = len(self.write_locks.keys())
+        self.election.inflight = self._inflight()
 
     def _apply(self, actions: Iterable[Action]) -> None:
         for action in actions:
@@ -294,7 +297,7 @@ class Node:
             return  # lost (or lost and regained) leadership meanwhile: that sync is stale
         previous = self.index  # placements made while we were asking stay known
         self.index = {n: self.id for n in self._local_names()}
-        reported = {self.id: len(self.store) + len(self.write_locks.keys())}
+        reported = {self.id: len(self.store) + self._inflight()}
         duplicates: dict[str, set[int]] = {}
         for pid, names in zip(self.election.peer_ids, results, strict=True):
             view = self.election.peers[pid]
@@ -390,7 +393,16 @@ class Node:
                 self.executor, self.store.remove_copy, name, sha)
 
     def _local_names(self) -> list[str]:
-        return [*self.store.names(), *self.write_locks.keys()]
+        return [*self.store.names(), *self._writing()]
+
+    def _writing(self) -> list[str]:
+        """Names being written and not stored yet. A write is in the store as soon as its
+        batch commits, a moment before its lock is released: counting it in both would
+        make this node look one image fuller than it is."""
+        return [n for n in self.write_locks if n not in self.store]
+
+    def _inflight(self) -> int:
+        return len(self._writing())
 
     # ---- HTTP routing -------------------------------------------------------------------
 
@@ -739,7 +751,7 @@ class Node:
         e = self.election
         me = {"id": self.id, "address": self._address(self.id), "alive": True,
               "self": True, "role": e.role.value, "stored": len(self.store),
-              "inflight": len(self.write_locks.keys()), "term": e.term,
+              "inflight": self._inflight(), "term": e.term,
               "config_hash": self.settings.config.hash}
         rows = [me]
         for pid, view in e.peers.items():

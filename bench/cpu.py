@@ -1,0 +1,91 @@
+"""Where the CPU goes: CPU time per upload of each server process while wrk drives the lab.
+
+    sudo .venv/bin/python -m bench.cpu [--size 64KiB] [--clients 64] [--seconds 10]
+        [--target cloud-p2p|peer]
+
+Reads utime/stime of every cloud-p2p node (and nginx, HAProxy and journald) from /proc before
+and after one wrk cell, and the whole machine's busy time from /proc/stat, and prints each
+divided by the uploads that succeeded. The lab's hosts are containers on this machine, so their
+processes are visible here. Run it after a deploy (and, for --target peer, bench.compare's
+peer set-up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from bench.compare import SIZES, leader_address
+from bench.wrk import run_wrk
+from cloudlab.cli import existing_hosts
+
+WATCHED = ("/opt/cloud-p2p/venv/bin/cloud-p2p", "nginx: worker", "haproxy", "systemd-journald")
+
+
+def watched_pids() -> dict[int, str]:
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        name = next((w for w in WATCHED if w in cmd), None)
+        if name is not None:
+            found[int(entry.name)] = name
+    return found
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    hz = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / hz, int(fields[12]) / hz
+
+
+def machine_busy() -> float:
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")  # minus idle, iowait
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", choices=list(SIZES), default="64KiB")
+    p.add_argument("--clients", type=int, default=64)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--target", choices=("cloud-p2p", "peer"), default="cloud-p2p")
+    args = p.parse_args(argv)
+    if not existing_hosts():
+        p.error("no lab: python -m cloudlab up, then deploy")
+    host, port = leader_address() if args.target == "cloud-p2p" \
+        else (existing_hosts()[0].address, 8000)
+    pids = watched_pids()
+    before = {pid: cpu_seconds(pid) for pid in pids}
+    busy0 = machine_busy()
+    cell = run_wrk(host, port, SIZES[args.size], args.clients, args.seconds,
+                   f"cpu-{time.time_ns()}")
+    busy = machine_busy() - busy0
+    uploads = max(1, int(cell["ok"]))
+    print(f"{cell['ok']:.0f} uploads of {args.size} at {cell['rps']:.0f}/s "
+          f"({args.clients} clients, wrk)\n")
+    print(f"{'process':36} {'pid':>7} {'user ms':>8} {'sys ms':>8}  per upload")
+    for pid, name in sorted(pids.items()):
+        try:
+            user, system = (a - b for a, b in zip(cpu_seconds(pid), before[pid], strict=True))
+        except OSError:
+            continue  # it exited meanwhile
+        if user + system >= 0.05:
+            print(f"{name:36} {pid:>7} {user / uploads * 1000:>8.3f} "
+                  f"{system / uploads * 1000:>8.3f}")
+    print(f"\nthe whole machine: {busy / uploads * 1000:.2f} ms of CPU per upload "
+          f"({busy:.1f} CPU-seconds in {args.seconds:g} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
