@@ -1,7 +1,7 @@
 """cloud-p2p against HAProxy (leastconn) + nginx (WebDAV PUT) on the same lab hosts, driven by
 the same load generators, in one run (issue 5: the harness, a table and a chart).
 
-    sudo scripts/install-bench-deps            # wrk, once
+    sudo scripts/install-bench-deps            # wrk and matplotlib, once
     sudo .venv/bin/python -m bench.compare [--json reports/compare.json]
         [--sizes 4KiB,64KiB,1MiB] [--clients 10,64] [--systems haproxy+nginx,...] [--no-wrk]
         [--keep-limits]
