@@ -44,6 +44,11 @@ class Request:
     def path(self) -> str:
         return self.target.split("?", 1)[0]
 
+    @property
+    def content_length(self) -> int | None:
+        length = self.headers.get("content-length", "")
+        return int(length) if length.isdigit() else None
+
     def body_sha256(self) -> bytes:
         """The body's digest, computed once however many times it is needed."""
         if self._sha256 is None:
@@ -191,8 +196,8 @@ class HttpServer:
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers}
             request = Request(event.method.decode("ascii"), event.target.decode("latin-1"),
                               headers)
-            length = headers.get("content-length")
-            if length is not None and length.isdigit() and int(length) > self.limits.max_body:
+            length = request.content_length
+            if length is not None and length > self.limits.max_body:
                 await _send(conn, writer, _too_large(self.limits), close=True)
                 return
             body = Body(conn, reader, writer, self.limits)
@@ -283,16 +288,20 @@ class Tee:
         self.length = length  # the Content-Length announced, if any
         self._chunks: list[bytes] = []
         self._hash = hashlib.sha256()
+        self._digest: bytes | None = None  # known in advance (Tee.of)
         self.complete = False
 
     @classmethod
-    def of(cls, data: bytes) -> Tee:
+    def of(cls, data: bytes, sha256: bytes | None = None) -> Tee:
+        """A body already read whole (`sha256`: its digest, if the caller has it)."""
         async def nothing() -> AsyncIterator[bytes]:
             return
             yield b""
         tee = cls(nothing(), len(data))
         tee._chunks = [data] if data else []
-        tee._hash.update(data)
+        tee._digest = sha256
+        if sha256 is None:
+            tee._hash.update(data)
         tee.complete = True
         return tee
 
@@ -322,7 +331,7 @@ class Tee:
     def sha256(self) -> bytes:
         if not self.complete:
             raise RuntimeError("the body has not been read to its end")
-        return self._hash.digest()
+        return self._digest or self._hash.digest()
 
 
 class SourceFailed(Exception):
@@ -387,12 +396,8 @@ class HttpClient:
                 conn = await self._connect(key)
                 return await self._exchange(key, conn, method, target, body, all_headers,
                                             expect_continue)
-        except (OSError, TimeoutError, asyncio.IncompleteReadError, h11.ProtocolError,
-                _StaleConnection) as exc:
-            refused = isinstance(exc, ConnectionRefusedError | ConnectionResetError
-                                 | _StaleConnection | asyncio.IncompleteReadError)
-            raise PeerUnreachable(f"{host}:{port}: {exc or type(exc).__name__}",
-                                  refused) from None
+        except _UNREACHABLE as exc:
+            raise _unreachable(host, port, exc) from None
 
     async def stream(self, host: str, port: int, method: str, target: str, body: Tee,
                      headers: Iterable[tuple[str, str]] = (), timeout: float = 10.0,
@@ -421,16 +426,12 @@ class HttpClient:
                 if conn is not None:
                     conn.writer.close()
                 raise
-            except (OSError, TimeoutError, asyncio.IncompleteReadError, h11.ProtocolError,
-                    _StaleConnection) as exc:
+            except _UNREACHABLE as exc:
                 if conn is not None:
                     conn.writer.close()
                 if reuse and isinstance(exc, ConnectionError | _StaleConnection):
                     continue  # the peer had closed that idle connection: once more, afresh
-                refused = isinstance(exc, ConnectionRefusedError | ConnectionResetError
-                                     | _StaleConnection | asyncio.IncompleteReadError)
-                raise PeerUnreachable(f"{host}:{port}: {exc or type(exc).__name__}",
-                                      refused) from None
+                raise _unreachable(host, port, exc) from None
         raise AssertionError("unreachable")
 
     async def _stream_on(self, key: tuple[str, int], conn: _Conn, method: str, target: str,
@@ -459,15 +460,7 @@ class HttpClient:
                     await conn.writer.drain()
         pieces.append(send(h11.EndOfMessage(headers=trailers())) or b"")
         conn.writer.writelines(pieces)
-        async with asyncio.timeout(wait):  # the 100, or an answer: the peer is alive
-            while True:
-                first = conn.h11.next_event()
-                if first is not h11.NEED_DATA:
-                    break
-                data = await conn.reader.read(READ_SIZE)
-                if not data:
-                    raise _StaleConnection("closed before answering")
-                conn.h11.receive_data(data)
+        first = await self._first_answer(conn, wait)
         async with asyncio.timeout(timeout):
             head = first if isinstance(first, h11.Response) else None
             return self._finish(key, conn, await self._read_response(conn, head))
@@ -536,20 +529,25 @@ class HttpClient:
         head = h11.Request(method=method, target=target,
                            headers=[*headers, ("expect", "100-continue")])
         conn.writer.writelines(_message_chunks(conn.h11, head, body))
-        async with asyncio.timeout(wait):
-            while True:
-                event = conn.h11.next_event()
-                if event is h11.NEED_DATA:
-                    data = await conn.reader.read(READ_SIZE)
-                    if not data:
-                        raise _StaleConnection("closed before answering")
-                    conn.h11.receive_data(data)
-                    continue
-                break
+        event = await self._first_answer(conn, wait)
         if isinstance(event, h11.Response):  # a final answer without a 100 (e.g. 401, 413)
             return await self._read_response(conn, event)
         await conn.writer.drain()
         return await self._read_response(conn)
+
+    @staticmethod
+    async def _first_answer(conn: _Conn, wait: float) -> h11.Event:
+        """The `100 Continue` or an early final answer, within `wait` seconds: the sign that
+        the peer is alive (TimeoutError if it is silent)."""
+        async with asyncio.timeout(wait):
+            while True:
+                event = conn.h11.next_event()
+                if event is not h11.NEED_DATA:
+                    return event
+                data = await conn.reader.read(READ_SIZE)
+                if not data:
+                    raise _StaleConnection("closed before answering")
+                conn.h11.receive_data(data)
 
     async def _read_response(self, conn: _Conn, head: h11.Response | None = None) -> Response:
         chunks: list[bytes] = []
@@ -577,3 +575,14 @@ class HttpClient:
 
 class _StaleConnection(Exception):
     pass
+
+
+# What a failed exchange with a peer can raise; all of it means "unreachable".
+_UNREACHABLE = (OSError, TimeoutError, asyncio.IncompleteReadError, h11.ProtocolError,
+                _StaleConnection)
+
+
+def _unreachable(host: str, port: int, exc: BaseException) -> PeerUnreachable:
+    refused = isinstance(exc, ConnectionRefusedError | ConnectionResetError
+                         | _StaleConnection | asyncio.IncompleteReadError)
+    return PeerUnreachable(f"{host}:{port}: {exc or type(exc).__name__}", refused)

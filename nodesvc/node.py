@@ -409,9 +409,9 @@ class Node:
     async def _peer_request(self, pid: int, method: str, target: str, body: bytes = b"",
                             headers: Iterable[tuple[str, str]] = (),
                             timeout: float = 10.0, body_sha256: bytes | None = None) -> Response:
-        """A request to another node, signed when the cluster has a secret. An image body is
-        sent only after the peer's `100 Continue`, so a peer that went silent (power cut,
-        partition, pause) is given up on after `leader_timeout`, not after `timeout`."""
+        """A request to another node, signed when the cluster has a secret. An image upload
+        asks for `100 Continue`, so a peer that went silent (power cut, partition, pause) is
+        given up on after `leader_timeout`, not after `timeout`."""
         host, port = self.addresses[pid]
         all_headers = list(headers)
         if self.auth is not None:
@@ -446,10 +446,10 @@ class Node:
         """The leader passes a client's large upload (or one of unknown length) on to its
         target as it arrives; the rest is read whole: small uploads (see STREAM_ABOVE), peer
         messages, forwarded uploads (signed over their body)."""
-        length = req.headers.get("content-length", "")
+        length = req.content_length
         return (req.method == "PUT" and req.path.startswith("/images/")
                 and FORWARDED not in req.headers and self.election.role is Role.LEADER
-                and not (length.isdigit() and int(length) <= STREAM_ABOVE))
+                and (length is None or length > STREAM_ABOVE))
 
     async def handle(self, req: Request) -> Response:
         self._requests_in_flight += 1
@@ -517,10 +517,9 @@ class Node:
             if self.election.role is not Role.LEADER:
                 return error(503, "not leader", f"node {self.id} no longer leads",
                              headers=[("retry-after", "1")])
-            return await self.place(name, Tee.of(req.body))
-        length = req.headers.get("content-length", "")
-        body = Tee(req.stream.chunks(), int(length) if length.isdigit() else None) \
-            if req.stream is not None else Tee.of(req.body)
+            return await self.place(name, Tee.of(req.body, req.body_sha256()))  # verified
+        body = Tee(req.stream.chunks(), req.content_length) if req.stream is not None \
+            else Tee.of(req.body)
         deadline = time.monotonic() + UPLOAD_DEADLINE
         while True:
             leader = await self._await_leader(deadline)

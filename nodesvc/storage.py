@@ -150,11 +150,8 @@ class Store:
             return None
 
     def write(self, name: str, data: bytes) -> Stored:
-        """Store `data` under `name` durably, alone (no batching); idempotent."""
-        staged = self.stage(name, data)
-        if isinstance(staged, Stored):
-            return staged
-        result = self.commit([staged])[0]
+        """Store `data` under `name` durably, alone (a batch of one); idempotent."""
+        result = self.write_batch([Write(name, data, sha256_hex(data))])[0]
         if isinstance(result, BaseException):
             raise result
         return result
@@ -200,9 +197,7 @@ class Store:
                 os.close(fd)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise DiskFull(str(exc)) from None
-            raise
+            raise _disk_error(exc) from None
         return Staged(name, tmp, digest, len(data))
 
     def commit(self, batch: list[Staged]) -> list[Stored | BaseException]:
