@@ -1,4 +1,4 @@
-"""HTTP/1.1 on asyncio streams, parsed by h11: a server and a keep-alive client pool.
+"""HTTP/1.1 on asyncio streams (framing in nodesvc.wire): a server and a keep-alive client pool.
 
 Most requests are whole messages (bodies are bounded by `max_image_bytes`), which keeps the
 handlers simple. The exception is an upload arriving at the leader: the server hands its body
@@ -17,17 +17,23 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
-import h11
 import orjson
 
+from nodesvc.wire import (
+    CONTINUE,
+    NEED_DATA,
+    End,
+    Head,
+    Parser,
+    ProtocolError,
+    chunk,
+    last_chunk,
+    request_head,
+    response_head,
+)
+
 READ_SIZE = 256 * 1024
-REASONS = {
-    200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 404: "Not Found",
-    405: "Method Not Allowed", 408: "Request Timeout", 409: "Conflict",
-    411: "Length Required", 413: "Content Too Large", 431: "Request Header Fields Too Large",
-    500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
-    507: "Insufficient Storage",
-}
+SMALL = 16 * 1024  # bodies below this are copied behind their head: one write, not two
 
 
 @dataclass
@@ -98,16 +104,15 @@ class ServerLimits:
 
 class Body:
     """A request body read as it arrives, for a handler that passes it on. It raises
-    BodyTooLarge past `max_body`, h11.RemoteProtocolError if the client stops mid-body, and
+    BodyTooLarge past `max_body`, ProtocolError if the client stops mid-body, and
     TimeoutError past the body deadline."""
 
-    def __init__(self, conn: h11.Connection, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter, limits: ServerLimits) -> None:
-        self._conn = conn
+    def __init__(self, parser: Parser, reader: asyncio.StreamReader,
+                 limits: ServerLimits) -> None:
+        self._parser = parser
         self._reader = reader
-        self._writer = writer
         self._limits = limits
-        self._deadline = time.monotonic() + limits.body_timeout
+        self._deadline = asyncio.get_running_loop().time() + limits.body_timeout
         self.size = 0
         self.done = False
         self.started = False
@@ -118,29 +123,22 @@ class Body:
             raise RuntimeError("a body can be read once")
         self.started = True
         while True:
-            async with asyncio.timeout_at(_loop_time(self._deadline)):
-                event = await _next_event(self._conn, self._reader)
-            if isinstance(event, h11.Data):
-                self.size += len(event.data)
+            event = await _next_event(self._parser, self._reader, self._deadline)
+            if isinstance(event, bytes):
+                self.size += len(event)
                 if self.size > self._limits.max_body:
                     raise BodyTooLarge
-                yield event.data  # h11's own copy: passed on as it is
-            elif isinstance(event, h11.EndOfMessage):
-                self.trailers = {k.decode("latin-1").lower(): v.decode("latin-1")
-                                 for k, v in event.headers}
+                yield event  # the parser's own copy: passed on as it is
+            elif isinstance(event, End):
+                self.trailers = event.trailers
                 self.done = True
                 return
             else:
-                raise h11.RemoteProtocolError("connection closed mid-body")
+                raise ProtocolError("connection closed mid-body")
 
     async def read(self) -> bytes:
-        return b"".join([chunk async for chunk in self.chunks()])
-
-
-def _loop_time(deadline: float) -> float:
-    """A time.monotonic() deadline on the running loop's clock."""
-    loop = asyncio.get_running_loop()
-    return loop.time() + (deadline - time.monotonic())
+        chunks = [chunk async for chunk in self.chunks()]
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 class HttpServer:
@@ -156,9 +154,8 @@ class HttpServer:
             writer.close()
             return
         self.connections += 1
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_header_bytes)
         try:
-            await self._serve(conn, reader, writer)
+            await self._serve(Parser("request", self.limits.max_header_bytes), reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             pass
         finally:
@@ -167,43 +164,32 @@ class HttpServer:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def _serve(self, conn: h11.Connection, reader: asyncio.StreamReader,
+    async def _serve(self, parser: Parser, reader: asyncio.StreamReader,
                      writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
         first = True
         while True:
             # A deadline for the whole request head, not per read: a slowloris client that
             # trickles a byte at a time is cut off all the same.
             timeout = self.limits.header_timeout if first else self.limits.idle_timeout
             try:
-                async with asyncio.timeout(timeout):
-                    event = await _next_event(conn, reader)
-            except h11.RemoteProtocolError as exc:
-                status = exc.error_status_hint
-                if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                    await _send(conn, writer, error(status, "bad request", str(exc)), close=True)
+                head = await _next_event(parser, reader, loop.time() + timeout)
+            except ProtocolError as exc:
+                what = "headers too large" if exc.status == 431 else "bad request"
+                await _send(writer, error(exc.status, what, str(exc)), close=True)
                 return
-            if isinstance(event, h11.ConnectionClosed):
-                return
+            if head is None:
+                return  # the client closed the connection between requests
             first = False
-            assert isinstance(event, h11.Request)
-            # h11 bounds a head that arrives in pieces; one that arrives whole is checked here.
-            head_size = len(event.target) + sum(len(k) + len(v) + 4 for k, v in event.headers)
-            if head_size > self.limits.max_header_bytes:
-                await _send(conn, writer, error(431, "headers too large",
-                                                f"over {self.limits.max_header_bytes} bytes"),
-                            close=True)
-                return
-            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers}
-            request = Request(event.method.decode("ascii"), event.target.decode("latin-1"),
-                              headers)
+            assert isinstance(head, Head)
+            request = Request(head.method, head.target, head.headers)
             length = request.content_length
             if length is not None and length > self.limits.max_body:
-                await _send(conn, writer, _too_large(self.limits), close=True)
+                await _send(writer, _too_large(self.limits), close=True)
                 return
-            body = Body(conn, reader, writer, self.limits)
-            if conn.they_are_waiting_for_100_continue:  # "alive, send on" (see HttpClient)
-                writer.write(conn.send(h11.InformationalResponse(status_code=100, headers=[]))
-                             or b"")
+            body = Body(parser, reader, self.limits)
+            if head.headers.get("expect", "").lower() == "100-continue":
+                writer.write(CONTINUE)  # "alive, send on" (see HttpClient)
             try:
                 if self.streams(request):
                     request.stream = body
@@ -212,10 +198,10 @@ class HttpServer:
                     request.trailers = body.trailers
                 response = await self.handler(request)
             except BodyTooLarge:
-                await _send(conn, writer, _too_large(self.limits), close=True)
+                await _send(writer, _too_large(self.limits), close=True)
                 return
-            except h11.RemoteProtocolError as exc:
-                await _send(conn, writer, error(400, "bad request", str(exc)), close=True)
+            except ProtocolError as exc:
+                await _send(writer, error(400, "bad request", str(exc)), close=True)
                 return
             except (ConnectionError, TimeoutError):
                 if not body.done:
@@ -227,13 +213,9 @@ class HttpServer:
                 response = error(500, "internal error", type(exc).__name__)
             # A streamed body the handler did not read to the end (it answered early, e.g.
             # 401): the rest is still on the wire, so this connection cannot be reused.
-            unread = not body.done and conn.their_state is h11.SEND_BODY
-            await _send(conn, writer, response, close=unread)
-            if unread or conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
-                return
-            try:
-                conn.start_next_cycle()
-            except h11.LocalProtocolError:
+            last = not body.done or not head.keep_alive
+            await _send(writer, response, close=last)
+            if last:
                 return
 
 
@@ -241,42 +223,36 @@ def _too_large(limits: ServerLimits) -> Response:
     return error(413, "too large", f"body over {limits.max_body} bytes")
 
 
-async def _next_event(conn: h11.Connection, reader: asyncio.StreamReader) -> h11.Event:
+async def _next_event(parser: Parser, reader: asyncio.StreamReader,
+                      deadline: float | None = None) -> Head | bytes | End | None:
+    """The next event, reading from `reader` as needed until the loop time `deadline`;
+    None when the peer closed the connection between messages."""
     while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            conn.receive_data(await reader.read(READ_SIZE))
-            continue
-        if event is h11.PAUSED:
-            raise h11.RemoteProtocolError("pipelined request while busy")
-        return event
+        event = parser.next_event()
+        if event is not NEED_DATA:
+            return event
+        if parser.closed:
+            return None
+        if deadline is None:
+            parser.feed(await reader.read(READ_SIZE))
+        else:
+            async with asyncio.timeout_at(deadline):
+                parser.feed(await reader.read(READ_SIZE))
 
 
-async def _send(conn: h11.Connection, writer: asyncio.StreamWriter, response: Response,
-                close: bool = False) -> None:
+async def _send(writer: asyncio.StreamWriter, response: Response, close: bool = False) -> None:
     headers = [("content-type", response.content_type),
                ("content-length", str(len(response.body))), *response.headers]
     if close:
         headers.append(("connection", "close"))
-    try:
-        chunks = _message_chunks(conn, h11.Response(
-            status_code=response.status, headers=headers,
-            reason=REASONS.get(response.status, "")), response.body)
-    except h11.LocalProtocolError:
-        return
-    writer.writelines(chunks)
+    head = response_head(response.status, headers)
+    body = response.body
+    # A small body goes out in one piece with its head; a large one is not copied.
+    if len(body) < SMALL:
+        writer.write(head + body)
+    else:
+        writer.writelines([head, body])
     await writer.drain()
-
-
-def _message_chunks(conn: h11.Connection, head: h11.Request | h11.Response,
-                    body: bytes) -> list[bytes]:
-    """Head, body and end of one message as chunks to write; the body is passed through
-    without being copied into one big buffer (profiling showed those copies)."""
-    chunks = [conn.send(head) or b""]
-    if body:
-        chunks += conn.send_with_data_passthrough(h11.Data(data=body)) or []
-    chunks.append(conn.send(h11.EndOfMessage()) or b"")
-    return chunks
 
 
 class Tee:
@@ -362,8 +338,10 @@ class PeerUnreachable(Exception):
 class _Conn:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
-    h11: h11.Connection
+    parser: Parser = field(default_factory=lambda: Parser("response"))
     idle_since: float = 0.0
+    sent: bool = False       # the whole request is on the wire
+    answered: Head | None = None  # the final answer's head, once complete (see _finish)
 
 
 class HttpClient:
@@ -390,7 +368,7 @@ class HttpClient:
                     try:
                         return await self._exchange(key, conn, method, target, body,
                                                     all_headers, expect_continue)
-                    except (ConnectionError, asyncio.IncompleteReadError, h11.ProtocolError,
+                    except (ConnectionError, asyncio.IncompleteReadError, ProtocolError,
                             _StaleConnection):
                         pass  # the peer closed an idle connection: try a fresh one once
                 conn = await self._connect(key)
@@ -439,36 +417,36 @@ class HttpClient:
                          wait: float, trailers: Callable[[], list[tuple[str, str]]]) -> Response:
         # Pieces are written together: the head with the first chunk, and everything at
         # once when the body is already whole (one system call instead of three).
-        send = conn.h11.send
-        pieces: list[bytes] = [send(h11.Request(method=method, target=target,
-                                                headers=headers)) or b""]
+        pieces: list[bytes] = [request_head(method, target, headers)]
         chunks = body.replay()
         while True:
             try:
-                chunk = await anext(chunks)
+                data = await anext(chunks)
             except StopAsyncIteration:
                 break
             except Exception as exc:
                 raise SourceFailed(exc) from exc
             if conn.reader.at_eof():
                 raise _StaleConnection("closed while the body was being sent")
-            pieces += conn.h11.send_with_data_passthrough(h11.Data(data=chunk)) or []
+            pieces += chunk(data)
             if not body.complete:  # more may take a while to come: send this much now
                 conn.writer.writelines(pieces)
                 pieces = []
                 async with asyncio.timeout(timeout):
                     await conn.writer.drain()
-        pieces.append(send(h11.EndOfMessage(headers=trailers())) or b"")
+        pieces.append(last_chunk(trailers()))
         conn.writer.writelines(pieces)
+        conn.sent = True
         first = await self._first_answer(conn, wait)
         async with asyncio.timeout(timeout):
-            head = first if isinstance(first, h11.Response) else None
-            return self._finish(key, conn, await self._read_response(conn, head))
+            return self._finish(key, conn, await self._read_response(conn, first))
 
     def _finish(self, key: tuple[str, int], conn: _Conn, response: Response) -> Response:
         """Return a connection whose exchange is complete to the idle pool."""
-        if conn.h11.our_state is h11.DONE and conn.h11.their_state is h11.DONE:
-            conn.h11.start_next_cycle()
+        if conn.sent and conn.answered is not None and conn.answered.keep_alive \
+                and conn.parser.idle:
+            conn.sent = False
+            conn.answered = None
             conn.idle_since = time.monotonic()
             pool = self._idle.setdefault(key, [])
             if len(pool) < self.max_idle:
@@ -496,7 +474,7 @@ class HttpClient:
     async def _connect(self, key: tuple[str, int]) -> _Conn:
         async with asyncio.timeout(self.connect_timeout):
             reader, writer = await asyncio.open_connection(*key, limit=READ_SIZE * 4)
-        return _Conn(reader, writer, h11.Connection(h11.CLIENT))
+        return _Conn(reader, writer)
 
     async def _exchange(self, key: tuple[str, int], conn: _Conn, method: str, target: str,
                         body: bytes, headers: list[tuple[str, str]],
@@ -507,8 +485,7 @@ class HttpClient:
                 response = await self._exchange_with_continue(conn, method, target, body,
                                                               headers, expect_continue)
             else:
-                conn.writer.writelines(_message_chunks(
-                    conn.h11, h11.Request(method=method, target=target, headers=headers), body))
+                _write_message(conn, request_head(method, target, headers), body)
                 await conn.writer.drain()
                 response = await self._read_response(conn)
             ok = True
@@ -526,51 +503,66 @@ class HttpClient:
         off is given up on after `wait`, not after the whole request timeout, and the caller
         can try another node. The body goes out with the head, not one round trip later: the
         check costs no latency (the peers are our own nodes, which always answer the 100)."""
-        head = h11.Request(method=method, target=target,
-                           headers=[*headers, ("expect", "100-continue")])
-        conn.writer.writelines(_message_chunks(conn.h11, head, body))
-        event = await self._first_answer(conn, wait)
-        if isinstance(event, h11.Response):  # a final answer without a 100 (e.g. 401, 413)
-            return await self._read_response(conn, event)
-        await conn.writer.drain()
-        return await self._read_response(conn)
+        head = request_head(method, target, [*headers, ("expect", "100-continue")])
+        _write_message(conn, head, body)
+        first = await self._first_answer(conn, wait)
+        if first is None:
+            await conn.writer.drain()
+        return await self._read_response(conn, first)
 
     @staticmethod
-    async def _first_answer(conn: _Conn, wait: float) -> h11.Event:
-        """The `100 Continue` or an early final answer, within `wait` seconds: the sign that
-        the peer is alive (TimeoutError if it is silent)."""
+    async def _first_answer(conn: _Conn, wait: float) -> Head | None:
+        """Wait `wait` seconds at most for the `100 Continue` (None) or an early final
+        answer (its head): the sign that the peer is alive (TimeoutError if it is silent)."""
         async with asyncio.timeout(wait):
             while True:
-                event = conn.h11.next_event()
-                if event is not h11.NEED_DATA:
+                event = conn.parser.next_event()
+                if isinstance(event, Head) and event.status >= 200:
                     return event
-                data = await conn.reader.read(READ_SIZE)
-                if not data:
-                    raise _StaleConnection("closed before answering")
-                conn.h11.receive_data(data)
+                if isinstance(event, End):
+                    return None  # the end of the 100
+                if event is NEED_DATA:
+                    data = await conn.reader.read(READ_SIZE)
+                    if not data:
+                        raise _StaleConnection("closed before answering")
+                    conn.parser.feed(data)
 
-    async def _read_response(self, conn: _Conn, head: h11.Response | None = None) -> Response:
+    async def _read_response(self, conn: _Conn, head: Head | None = None) -> Response:
+        """Read the final answer (after its head, if that has been read already)."""
         chunks: list[bytes] = []
         while True:
-            event = conn.h11.next_event()
-            if event is h11.NEED_DATA:
+            event = conn.parser.next_event()
+            if event is NEED_DATA:
                 data = await conn.reader.read(READ_SIZE)
-                if not data and head is None and not chunks:
+                if not data and head is None:
                     raise _StaleConnection("closed before answering")
-                conn.h11.receive_data(data)
-            elif isinstance(event, h11.InformationalResponse):
-                continue
-            elif isinstance(event, h11.Response):
-                head = event
-            elif isinstance(event, h11.Data):
-                chunks.append(bytes(event.data))
-            elif isinstance(event, h11.EndOfMessage):
-                assert head is not None
-                headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in head.headers]
-                ctype = next((v for k, v in headers if k == "content-type"), "")
-                return Response(head.status_code, b"".join(chunks), ctype, headers)
-            elif isinstance(event, h11.ConnectionClosed):
-                raise _StaleConnection("connection closed")
+                conn.parser.feed(data)
+            elif isinstance(event, Head):
+                if event.status >= 200:
+                    head = event
+            elif isinstance(event, bytes):
+                chunks.append(event)
+            elif head is not None:  # the end of the final answer (not of a 100)
+                conn.answered = head
+                ctype = head.headers.get("content-type", "")
+                headers = [(k, v) for k, v in head.headers.items() if k not in _FRAMING]
+                body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                return Response(head.status, body, ctype, headers)
+
+
+def _write_message(conn: _Conn, head: bytes, body: bytes) -> None:
+    """A request with a Content-Length body; a small body is sent in one piece with the
+    head, a large one without being copied."""
+    if len(body) < SMALL:
+        conn.writer.write(head + body)
+    else:
+        conn.writer.writelines([head, body])
+    conn.sent = True
+
+
+# Headers that describe a response's framing: not passed on when a node relays an answer.
+_FRAMING = frozenset({"content-type", "content-length", "transfer-encoding", "connection",
+                      "keep-alive", "trailer"})
 
 
 class _StaleConnection(Exception):
@@ -578,7 +570,7 @@ class _StaleConnection(Exception):
 
 
 # What a failed exchange with a peer can raise; all of it means "unreachable".
-_UNREACHABLE = (OSError, TimeoutError, asyncio.IncompleteReadError, h11.ProtocolError,
+_UNREACHABLE = (OSError, TimeoutError, asyncio.IncompleteReadError, ProtocolError,
                 _StaleConnection)
 
 
