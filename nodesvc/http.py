@@ -100,6 +100,9 @@ class ServerLimits:
     idle_timeout: float = 75.0     # keep-alive connections with no request
     max_header_bytes: int = 16 * 1024
     max_connections: int = 1024
+    # A `100 Continue` for a request whose body came whole with its head is sent only if the
+    # answer takes longer than this (well under the peers' 0.6 s wait for a sign of life).
+    continue_delay: float = 0.05
 
 
 class Body:
@@ -188,8 +191,16 @@ class HttpServer:
                 await _send(writer, _too_large(self.limits), close=True)
                 return
             body = Body(parser, reader, self.limits)
+            late_continue = None
             if head.headers.get("expect", "").lower() == "100-continue":
-                writer.write(CONTINUE)  # "alive, send on" (see HttpClient)
+                # "Alive, send on" (see HttpClient). When the whole body came with the head
+                # (a peer sends both at once), the 100 only says "alive": it is sent only if
+                # the answer is slow, which saves a write here and a wake-up at the sender.
+                if parser.end_ready:
+                    late_continue = loop.call_later(self.limits.continue_delay,
+                                                    _write_continue, writer)
+                else:
+                    writer.write(CONTINUE)
             try:
                 if self.streams(request):
                     request.stream = body
@@ -211,12 +222,20 @@ class HttpServer:
                 print(f"[http] handler error on {request.method} {request.target}: {exc!r}",
                       flush=True)
                 response = error(500, "internal error", type(exc).__name__)
+            finally:
+                if late_continue is not None:
+                    late_continue.cancel()
             # A streamed body the handler did not read to the end (it answered early, e.g.
             # 401): the rest is still on the wire, so this connection cannot be reused.
             last = not body.done or not head.keep_alive
             await _send(writer, response, close=last)
             if last:
                 return
+
+
+def _write_continue(writer: asyncio.StreamWriter) -> None:
+    if not writer.is_closing():
+        writer.write(CONTINUE)
 
 
 def _too_large(limits: ServerLimits) -> Response:

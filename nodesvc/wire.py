@@ -110,6 +110,12 @@ class Parser:
         return NEED_DATA
 
     @property
+    def end_ready(self) -> bool:
+        """The end of a message has been parsed and waits among the events: the whole
+        message is here."""
+        return any(isinstance(event, End) for event in self._events)
+
+    @property
     def idle(self) -> bool:
         """Between messages: nothing of the next one has arrived."""
         return not self._in_head and self._trailers is None and not self._events

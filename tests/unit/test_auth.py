@@ -88,3 +88,14 @@ def test_seen_nonces_are_forgotten_after_their_lifetime_and_replays_still_refuse
     # Only the last 2 x window seconds are remembered (60 s x 20/s, plus the one above).
     assert 1150 <= len(b._seen) <= 1202
     assert b.verify(first, "POST", "/peer/msg", b"x") is not None  # long gone, and stale
+
+
+def test_nonces_differ_between_messages_and_between_restarts() -> None:
+    clock = Clock()
+    first, restarted = PeerAuth(SECRET, 1, clock=clock), PeerAuth(SECRET, 1, clock=clock)
+    receiver = PeerAuth(SECRET, 2, clock=clock)
+    # Same sender, same time, same message: only the nonce tells them apart.
+    sigs = [first.sign("POST", "/peer/msg", b"x") for _ in range(3)]
+    sigs.append(restarted.sign("POST", "/peer/msg", b"x"))
+    assert len({s.split(":")[2] for s in sigs}) == 4
+    assert all(receiver.verify(s, "POST", "/peer/msg", b"x") is None for s in sigs)

@@ -1,4 +1,5 @@
-"""Tee: a streamed body is read once from its source and can be sent again whole."""
+"""Tee: a streamed body is read once from its source and can be sent again whole; the
+server's 100 Continue."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from nodesvc.http import Tee
+from nodesvc.http import HttpServer, Request, Response, ServerLimits, Tee
 
 
 async def source(parts: list[bytes], pulled: list[int]) -> AsyncIterator[bytes]:
@@ -64,3 +65,30 @@ def test_a_broken_source_raises_to_the_reader() -> None:
         assert not tee.complete
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize(("handler_seconds", "expect_100"), [(0.0, False), (0.3, True)])
+def test_a_100_continue_for_a_whole_body_comes_only_when_the_answer_is_slow(
+        handler_seconds: float, expect_100: bool) -> None:
+    """A peer sends head and body at once and asks for 100 Continue as a sign of life: a
+    quick answer makes the 100 needless, a slow one must not leave the sender in silence."""
+    async def handler(request: Request) -> Response:
+        await asyncio.sleep(handler_seconds)
+        return Response(201, request.body)
+
+    async def run() -> bytes:
+        server = HttpServer(handler, ServerLimits(max_body=1024, continue_delay=0.05))
+        listener = await asyncio.start_server(server.serve, "127.0.0.1", 0)
+        port = listener.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"PUT /x HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+                     b"Expect: 100-continue\r\nConnection: close\r\n\r\nhello")
+        answer = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        listener.close()
+        return answer
+
+    answer = asyncio.run(run())
+    assert answer.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201") == expect_100
+    assert answer.startswith(b"HTTP/1.1 201") != expect_100
+    assert answer.endswith(b"hello")
