@@ -18,6 +18,7 @@ not figures across machines.
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from typing import Any
 import orjson
 
 from bench.compare import SIZES, leader_address, wipe_stored
+from bench.cpu import CLOUD_P2P, measure
 from bench.wrk import run_wrk
 from cloudlab import faults
 
@@ -97,39 +99,50 @@ def main(argv: list[str] | None = None) -> int:
                       f"{time.monotonic() - t0:.0f} s", flush=True)
                 for size, clients in args.cells:
                     tag = f"chg-{full[:8]}-{size}-{clients}-{time.time_ns()}"
-                    cell = run_wrk(host, port, SIZES[size], clients, args.seconds, tag)
+                    cell, use = measure(functools.partial(
+                        run_wrk, host, port, SIZES[size], clients, args.seconds, tag))
+                    user, system = use.per_upload_ms(cell["ok"], CLOUD_P2P)
+                    cpu = {"cpu_ms": round(user + system, 3), "cpu_user_ms": round(user, 3),
+                           "machine_cpu_ms": round(use.machine / max(1, cell["ok"]) * 1000, 3)}
                     rows.append({"label": label, "rev": full[:12], "round": round_ + 1,
-                                 "size": size, "clients": clients, **cell})
+                                 "size": size, "clients": clients, **cell, **cpu})
                     print(f"   {size:>6} x{clients:<3} {cell['rps']:>8.1f} req/s "
                           f"{cell['mib_s']:>7.1f} MiB/s p50 {cell['p50_ms']:>7.2f} ms "
-                          f"p99 {cell['p99_ms']:>8.2f} ms failed {cell['failed']:.0f}",
-                          flush=True)
+                          f"p99 {cell['p99_ms']:>8.2f} ms failed {cell['failed']:.0f}; "
+                          f"CPU per upload: cloud-p2p {cpu['cpu_ms']:.3f} ms "
+                          f"(user {cpu['cpu_user_ms']:.3f}), machine "
+                          f"{cpu['machine_cpu_ms']:.3f} ms", flush=True)
     print()
     print(format_table(rows))
+    print("\nCPU of the cloud-p2p processes per upload (less noisy than req/s):")
+    print(format_table(rows, "cpu_ms", "ms"))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_bytes(orjson.dumps(rows, option=orjson.OPT_INDENT_2))
     print(f"\nJSON: {args.json}")
     return 0
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
-    """One line per revision, the median req/s per cell over the rounds, with the change
+def format_table(rows: list[dict[str, Any]], key: str = "rps", unit: str = "req/s") -> str:
+    """One line per revision, the median `key` per cell over the rounds, with the change
     against the revision before."""
     cells = list(dict.fromkeys((r["size"], r["clients"]) for r in rows))
     labels = list(dict.fromkeys(r["label"] for r in rows if r.get("round", 1) == 1))
     samples: dict[tuple[str, str, int], list[float]] = {}
     for r in rows:
-        samples.setdefault((r["label"], r["size"], r["clients"]), []).append(r["rps"])
+        if key in r:  # rows of older runs have no CPU figures
+            samples.setdefault((r["label"], r["size"], r["clients"]), []).append(r[key])
     by = {key: statistics.median(v) for key, v in samples.items()}
     head = f"{'change':32}" + "".join(f"{s + ' x' + str(c):>22}" for s, c in cells)
     lines = [head, "-" * len(head)]
     for i, label in enumerate(labels):
         line = f"{label[:32]:32}"
         for size, clients in cells:
-            rps = by.get((label, size, clients))
+            value = by.get((label, size, clients))
             before = by.get((labels[i - 1], size, clients)) if i else None
-            delta = f" ({(rps / before - 1) * 100:+.0f}%)" if rps and before else ""
-            line += f"{(f'{rps:.0f} req/s' if rps is not None else '-') + delta:>22}"
+            delta = f" ({(value / before - 1) * 100:+.0f}%)" if value and before else ""
+            shown = "-" if value is None else \
+                f"{value:.0f} {unit}" if unit == "req/s" else f"{value:.3f} {unit}"
+            line += f"{shown + delta:>22}"
         lines.append(line)
     return "\n".join(lines)
 

@@ -16,13 +16,18 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from bench.compare import SIZES, leader_address
 from bench.wrk import run_wrk
 from cloudlab.cli import existing_hosts
 
-WATCHED = ("/opt/cloud-p2p/venv/bin/cloud-p2p", "nginx: worker", "haproxy", "systemd-journald")
+T = TypeVar("T")
+CLOUD_P2P = "/opt/cloud-p2p/venv/bin/cloud-p2p"
+WATCHED = (CLOUD_P2P, "nginx: worker", "haproxy", "systemd-journald")
 
 
 def watched_pids() -> dict[int, str]:
@@ -52,6 +57,38 @@ def machine_busy() -> float:
     return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")  # minus idle, iowait
 
 
+@dataclass
+class CpuUse:
+    """CPU-seconds spent while a cell ran: per watched process, and by the whole machine."""
+
+    processes: dict[int, tuple[str, float, float]]  # pid -> (name, user, system)
+    machine: float
+
+    def per_upload_ms(self, uploads: float, name: str | None = None) -> tuple[float, float]:
+        """(user, system) ms per upload of the processes called `name` (default: all)."""
+        picked = [(u, s) for n, u, s in self.processes.values() if name in (None, n)]
+        n = max(1.0, uploads)
+        return (sum(u for u, _ in picked) / n * 1000, sum(s for _, s in picked) / n * 1000)
+
+
+def measure(run: Callable[[], T]) -> tuple[T, CpuUse]:
+    """Run `run()` (one load cell); return its result and the CPU time every watched process
+    and the whole machine spent meanwhile."""
+    pids = watched_pids()
+    before = {pid: cpu_seconds(pid) for pid in pids}
+    busy0 = machine_busy()
+    result = run()
+    busy = machine_busy() - busy0
+    used = {}
+    for pid, name in pids.items():
+        try:
+            user, system = (a - b for a, b in zip(cpu_seconds(pid), before[pid], strict=True))
+        except OSError:
+            continue  # it exited meanwhile
+        used[pid] = (name, user, system)
+    return result, CpuUse(used, busy)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -64,26 +101,18 @@ def main(argv: list[str] | None = None) -> int:
         p.error("no lab: python -m cloudlab up, then deploy")
     host, port = leader_address() if args.target == "cloud-p2p" \
         else (existing_hosts()[0].address, 8000)
-    pids = watched_pids()
-    before = {pid: cpu_seconds(pid) for pid in pids}
-    busy0 = machine_busy()
-    cell = run_wrk(host, port, SIZES[args.size], args.clients, args.seconds,
-                   f"cpu-{time.time_ns()}")
-    busy = machine_busy() - busy0
+    cell, use = measure(lambda: run_wrk(host, port, SIZES[args.size], args.clients,
+                                        args.seconds, f"cpu-{time.time_ns()}"))
     uploads = max(1, int(cell["ok"]))
     print(f"{cell['ok']:.0f} uploads of {args.size} at {cell['rps']:.0f}/s "
           f"({args.clients} clients, wrk)\n")
     print(f"{'process':36} {'pid':>7} {'user ms':>8} {'sys ms':>8}  per upload")
-    for pid, name in sorted(pids.items()):
-        try:
-            user, system = (a - b for a, b in zip(cpu_seconds(pid), before[pid], strict=True))
-        except OSError:
-            continue  # it exited meanwhile
+    for pid, (name, user, system) in sorted(use.processes.items()):
         if user + system >= 0.05:
             print(f"{name:36} {pid:>7} {user / uploads * 1000:>8.3f} "
                   f"{system / uploads * 1000:>8.3f}")
-    print(f"\nthe whole machine: {busy / uploads * 1000:.2f} ms of CPU per upload "
-          f"({busy:.1f} CPU-seconds in {args.seconds:g} s)")
+    print(f"\nthe whole machine: {use.machine / uploads * 1000:.2f} ms of CPU per upload "
+          f"({use.machine:.1f} CPU-seconds in {args.seconds:g} s)")
     return 0
 
 
