@@ -7,7 +7,8 @@
 
 Each revision is checked out in a temporary git worktree and deployed from there to the lab
 (the playbooks build the wheel from that tree: a rolling re-deploy), then every cell runs with
-wrk (bench/wrk.py) against the leader: requests per second, MiB/s, p50 and p99. With --rounds
+wrk (bench/wrk.py) against the leader: requests per second, MiB/s, p50, p99 and the CPU time
+per upload of the cloud-p2p processes and of the machine (bench.cpu.measure). With --rounds
 N the whole list runs N times, in order then in reverse, and the table shows each cell's
 median over the rounds: figures on this shared 2-core machine vary by tens of percent from one
 minute to the next, and alternating the order keeps a slow minute from favouring one
@@ -116,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(rows))
     print("\nCPU of the cloud-p2p processes per upload (less noisy than req/s):")
     print(format_table(rows, "cpu_ms", "ms"))
+    print("\n... of it in user space (the steadiest figure: the kernel's share moves with the "
+          "disk):")
+    print(format_table(rows, "cpu_user_ms", "ms"))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_bytes(orjson.dumps(rows, option=orjson.OPT_INDENT_2))
     print(f"\nJSON: {args.json}")
