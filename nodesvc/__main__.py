@@ -40,6 +40,10 @@ def main() -> int:
     except ConfigError as exc:
         print(f"cloud-p2p: error: {exc}", file=sys.stderr)
         return 2
+    # Lines are bare messages: skip what a record would gather for other formats (the caller's
+    # file and line, found by walking the stack; thread, process names), on every line.
+    logging._srcfile = None  # the logging docs' own advice, when lines need no caller
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logging.basicConfig(level=logging.INFO, format="%(message)s",
                         handlers=[BatchingHandler(sys.stdout.fileno())])
     node = Node(settings)

@@ -122,26 +122,41 @@ class Body:
         self.trailers: dict[str, str] = {}
 
     async def chunks(self) -> AsyncIterator[bytes]:
+        self._start()
+        while True:
+            event = await _next_event(self._parser, self._reader, self._deadline)
+            if self._accept(event):
+                return
+            yield event  # the parser's own copy: passed on as it is
+
+    async def read(self) -> bytes:
+        """The whole body, under one timer for the body deadline (not one per read)."""
+        self._start()
+        chunks: list[bytes] = []
+        async with asyncio.timeout_at(self._deadline):
+            while True:
+                event = await _next_event(self._parser, self._reader)
+                if self._accept(event):
+                    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                chunks.append(event)
+
+    def _start(self) -> None:
         if self.started:
             raise RuntimeError("a body can be read once")
         self.started = True
-        while True:
-            event = await _next_event(self._parser, self._reader, self._deadline)
-            if isinstance(event, bytes):
-                self.size += len(event)
-                if self.size > self._limits.max_body:
-                    raise BodyTooLarge
-                yield event  # the parser's own copy: passed on as it is
-            elif isinstance(event, End):
-                self.trailers = event.trailers
-                self.done = True
-                return
-            else:
-                raise ProtocolError("connection closed mid-body")
 
-    async def read(self) -> bytes:
-        chunks = [chunk async for chunk in self.chunks()]
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    def _accept(self, event: Head | bytes | End | None) -> bool:
+        """Count a body event; True at the body's end."""
+        if isinstance(event, bytes):
+            self.size += len(event)
+            if self.size > self._limits.max_body:
+                raise BodyTooLarge
+            return False
+        if isinstance(event, End):
+            self.trailers = event.trailers
+            self.done = True
+            return True
+        raise ProtocolError("connection closed mid-body")
 
 
 class HttpServer:

@@ -44,6 +44,20 @@ class Metrics:
                                      "Peers running a different config.json", registry=r)
         info = Gauge("cloudp2p_node_info", "This node's id", ["node"], registry=r)
         info.labels(node=str(node_id)).set(1)
+        # The labelled series counted on every upload, looked up once (labels() costs a few
+        # microseconds a call, and there are several per upload).
+        self.upload_result = {result: self.uploads.labels(result=result)
+                              for result in ("created", "exists", "conflict", "error")}
+        self.write_result = {result: self.stored_writes.labels(result=result)
+                             for result in ("created", "conflict", "disk_full", "error")}
+        self._placed: dict[int, Counter] = {}
+
+    def placed(self, node: int) -> None:
+        """One more image placed on `node` by this leader."""
+        child = self._placed.get(node)
+        if child is None:
+            child = self._placed[node] = self.placements.labels(node=str(node))
+        child.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

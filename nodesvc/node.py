@@ -506,7 +506,7 @@ class Node:
         resp = await self.upload(req, name)
         self.metrics.upload_seconds.observe(time.monotonic() - t0)
         result = {201: "created", 200: "exists", 409: "conflict"}.get(resp.status, "error")
-        self.metrics.uploads.labels(result=result).inc()
+        self.metrics.upload_result[result].inc()
         return resp
 
     async def upload(self, req: Request, name: str) -> Response:
@@ -564,11 +564,12 @@ class Node:
         """The leader's part: find where `name` goes and have it stored there. The body is
         passed on as it arrives from the client, and kept, in case the target fails and the
         next one needs it all."""
-        try:
-            await asyncio.wait_for(self.index_ready.wait(), UPLOAD_DEADLINE)
-        except TimeoutError:
-            return error(503, "not ready", "leader index not synced",
-                         headers=[("retry-after", "1")])
+        if not self.index_ready.is_set():  # (wait_for makes a task: not on every upload)
+            try:
+                await asyncio.wait_for(self.index_ready.wait(), UPLOAD_DEADLINE)
+            except TimeoutError:
+                return error(503, "not ready", "leader index not synced",
+                             headers=[("retry-after", "1")])
         async with self.place_locks.hold(name):
             holder = self.index.get(name)
             if holder is not None:
@@ -607,7 +608,7 @@ class Node:
                 if resp.status in (200, 201):
                     self.index[name] = target
                 if resp.status == 201:
-                    self.metrics.placements.labels(node=str(target)).inc()
+                    self.metrics.placed(target)
                     log.info("[LeastLoad] RECORDED: Node %d now has %d total requests",
                              target, self.placement.count(target))
                 return resp
@@ -658,19 +659,19 @@ class Node:
                 stored: Stored = await asyncio.wrap_future(
                     self.committer.submit(Write(name, body, sha256.hex())))
             except Conflict as exc:
-                self.metrics.stored_writes.labels(result="conflict").inc()
+                self.metrics.write_result["conflict"].inc()
                 return error(409, "conflict",
                              f"{name} exists with other bytes (sha256 {exc.existing_sha256})")
             except DiskFull as exc:
-                self.metrics.stored_writes.labels(result="disk_full").inc()
+                self.metrics.write_result["disk_full"].inc()
                 log.error("[Node %d] disk full, %s not stored: %s", self.id, name, exc)
                 return error(507, "disk full", f"node {self.id} has no space left")
             except OSError as exc:
-                self.metrics.stored_writes.labels(result="error").inc()
+                self.metrics.write_result["error"].inc()
                 log.error("[Node %d] write of %s failed: %s", self.id, name, exc)
                 return error(500, "write failed", exc.strerror or str(exc))
         if stored.created:
-            self.metrics.stored_writes.labels(result="created").inc()
+            self.metrics.write_result["created"].inc()
             self.metrics.bytes_written.inc(stored.size)
             log.info('[Node %d] ✓ Saved image to "%s"', self.id, self.store.path(name))
         body_json = {"name": name, "node": self.id, "sha256": stored.sha256,

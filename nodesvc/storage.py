@@ -16,9 +16,11 @@ All methods block: the node calls them from threads, never on the event loop.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import hashlib
+import itertools
 import os
 import re
 import uuid
@@ -87,7 +89,7 @@ class Staged:
     """Bytes in a temporary file, waiting for their batch's commit."""
 
     name: str
-    tmp: Path
+    tmp: str  # a path (a str: this is the hot path, and pathlib costs microseconds a call)
     sha256: str
     size: int
 
@@ -103,8 +105,12 @@ class Stored:
 class Store:
     def __init__(self, directory: Path, *, durable: bool = True) -> None:
         self.directory = directory
+        self._dir = str(directory)
         self.durable = durable
         self._sha: dict[str, str | None] = {}  # name -> sha256 (None until first needed)
+        # Temporary names: unique without a random draw per write (leftovers of a crash are
+        # removed by open(), and the pid keeps two processes apart).
+        self._tmp_serial = itertools.count()
 
     def open(self) -> list[str]:
         """Index the files already there and remove temporary files of a crashed write.
@@ -182,11 +188,13 @@ class Store:
         """Step 1: write the bytes to a temporary file (not yet durable, not yet visible).
         Returns Stored(created=False) when the same bytes are already there; raises Conflict
         for other bytes, DiskFull when the disk is full (nothing is left behind)."""
-        final = self.path(name)
+        if not valid_name(name):
+            raise ValueError(f"invalid image name {name!r}")
         digest = digest or sha256_hex(data)
         if name in self._sha:
             return self._existing(name, digest, len(data))
-        tmp = final.with_name(f"{TMP_PREFIX}{name}-{uuid.uuid4().hex[:8]}")
+        serial = next(self._tmp_serial)
+        tmp = os.path.join(self._dir, f"{TMP_PREFIX}{name}-{os.getpid()}-{serial}")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
             try:
@@ -196,7 +204,7 @@ class Store:
             finally:
                 os.close(fd)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            _unlink(tmp)
             raise _disk_error(exc) from None
         return Staged(name, tmp, digest, len(data))
 
@@ -210,12 +218,12 @@ class Store:
                 self._sync_data(batch)
         except OSError as exc:
             for st in batch:
-                st.tmp.unlink(missing_ok=True)
+                _unlink(st.tmp)
             return [_disk_error(exc)] * len(batch)
         linked = False
         for st in batch:
             try:
-                os.link(st.tmp, self.path(st.name))  # never overwrites, unlike rename
+                os.link(st.tmp, os.path.join(self._dir, st.name))  # never overwrites
             except FileExistsError:  # written meanwhile (by hand, or a write without lock)
                 self._sha[st.name] = None
                 try:
@@ -227,7 +235,7 @@ class Store:
                 results.append(_disk_error(exc))
                 continue
             finally:
-                st.tmp.unlink(missing_ok=True)
+                _unlink(st.tmp)
             linked = True
             results.append(Stored(st.name, st.sha256, st.size, created=True))
         if linked and self.durable:
@@ -292,6 +300,11 @@ class Store:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 def _disk_error(exc: OSError) -> BaseException:
