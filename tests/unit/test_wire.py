@@ -4,17 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from nodesvc.wire import (
-    NEED_DATA,
-    End,
-    Head,
-    Parser,
-    ProtocolError,
-    chunk,
-    last_chunk,
-    request_head,
-    response_head,
-)
+from nodesvc import wire
+from nodesvc.wire import NEED_DATA, End, Head, Parser, ProtocolError
 
 
 def events(parser: Parser) -> list[object]:
@@ -48,10 +39,10 @@ def test_pipelined_requests_come_out_in_order() -> None:
 
 def test_chunked_trailers_reach_the_end_event() -> None:
     parser = Parser("request")
-    parser.feed(request_head("PUT", "/x", [("Transfer-Encoding", "chunked")]))
-    for piece in chunk(b"abc"):
+    parser.feed(wire.request_head("PUT", "/x", [("Transfer-Encoding", "chunked")]))
+    for piece in wire.chunk(b"abc"):
         parser.feed(piece)
-    parser.feed(last_chunk([("X-Signature", "s1")]))
+    parser.feed(wire.last_chunk([("X-Signature", "s1")]))
     got = events(parser)
     assert got[1] == b"abc"
     assert got[-1] == End({"x-signature": "s1"})
@@ -59,7 +50,7 @@ def test_chunked_trailers_reach_the_end_event() -> None:
 
 def test_connection_close_is_not_keep_alive() -> None:
     parser = Parser("response")
-    parser.feed(response_head(200, [("Content-Length", "0"), ("Connection", "close")]))
+    parser.feed(wire.response_head(200, [("Content-Length", "0"), ("Connection", "close")]))
     head = events(parser)[0]
     assert isinstance(head, Head) and head.status == 200 and not head.keep_alive
 
@@ -67,7 +58,7 @@ def test_connection_close_is_not_keep_alive() -> None:
 def test_a_100_continue_is_its_own_message_before_the_answer() -> None:
     parser = Parser("response")
     parser.feed(b"HTTP/1.1 100 Continue\r\n\r\n")
-    parser.feed(response_head(201, [("Content-Length", "2")]) + b"ok")
+    parser.feed(wire.response_head(201, [("Content-Length", "2")]) + b"ok")
     got = events(parser)
     assert [e.status for e in got if isinstance(e, Head)] == [100, 201]
     assert got[-2:] == [b"ok", End()]
@@ -121,6 +112,6 @@ def test_eof_mid_body_is_an_error_and_eof_between_messages_is_not() -> None:
 
 def test_line_breaks_cannot_be_smuggled_into_what_we_send() -> None:
     with pytest.raises(ValueError):
-        request_head("GET", "/x\r\nHost: evil", [])
+        wire.request_head("GET", "/x\r\nHost: evil", [])
     with pytest.raises(ValueError):
-        response_head(200, [("X-A", "1\r\nSet-Cookie: a")])
+        wire.response_head(200, [("X-A", "1\r\nSet-Cookie: a")])
