@@ -269,6 +269,12 @@ def main(argv: list[str] | None = None) -> int:
         wipe_stored()
         if system.startswith("cloud-p2p"):
             deploy("none" if "no-fsync" in system else "fsync")
+            if limits is not None and "no-fsync" not in system:
+                # The node's own durable write path on the same disk, without HTTP: what
+                # group commit makes of the disk's fsync rate.
+                limits["store_by_size"] = lab_limits.store_rates(lab[0])
+                lab_limits.print_rates("cloud-p2p store", limits["store_by_size"])
+                args.limits.write_bytes(orjson.dumps(limits, option=orjson.OPT_INDENT_2))
             host, port = leader_address()
             cell_token = token
         else:
