@@ -1,22 +1,27 @@
 """The lab's own limits, the yardstick for every throughput figure (issue 5 groundwork).
 
-    sudo .venv/bin/python -m bench.lab_limits [--json reports/lab-limits.json]
+    sudo .venv/bin/python -m bench.lab_limits [--json reports/lab-limits.json] [--store]
 
 Needs a running lab (python -m cloudlab up). Measures, between real lab hosts:
 - raw TCP throughput from h1 to h2 (one connection, 1 MiB writes, 512 MiB),
-- durable write rate on a host's disk: 4 KiB, 64 KiB and 1 MiB written + fsync of the file
-  and its directory, as an image written on its own (one writer, then eight in parallel).
-  "durable_writes_per_s" keeps the 64 KiB figures; "durable_by_size" has all of them.
-- with --store (after a deploy), the same sizes written durably through cloud-p2p's own store
-  and group commit, 8 and 64 writers ("store_by_size"): what the node's disk path can take
-  when the network and HTTP are left out.
+- the disk's durable write rate: 4 KiB, 64 KiB and 1 MiB images each written + fsynced + its
+  directory fsynced (an image stored on its own, no batching), by 1, 8 and 64 writers, for a
+  few seconds each on a settled disk (bench/probes/fsync_rate.py). "durable_by_size" has all
+  of them; "durable_writes_per_s" the 64 KiB ones.
+- with --store (needs a deploy; bench.compare does it after deploying), cloud-p2p's own
+  durable write path on h1 (its store and group commit, no network, no HTTP), in cells
+  alternating with the disk's one-by-one rate under the same conditions: "store_by_size" and
+  "store_disk_by_size" (the disk's rate from that same run), 8 and 64 writers.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
+import shlex
 import subprocess
 import sys
+import tarfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,42 +34,63 @@ from cloudlab.plan import HostPlan
 PORT = 9000
 DEPLOYED_PYTHON = "/opt/cloud-p2p/venv/bin/python"
 PROBES = Path(__file__).resolve().parent / "probes"
+CELL_SECONDS = 2.0   # per cell of a disk probe: long enough to outlast the disk's cache bursts
+STORE_ROUNDS = 2     # store and disk cells alternate this many times; medians are kept
+
+Rates = dict[str, dict[str, float]]  # size in bytes -> writers -> writes per second
 
 
 def run_probe(h: HostPlan, probe: str, *args: str, timeout: float = 300,
               python: str = "python3") -> str:
-    """Run one of bench/probes/*.py on a lab host (sent over SSH on stdin)."""
-    cmd = ["ssh", *hosts.SSH_OPTS, "-i", str(hosts.KEY), f"root@{h.address}",
-           python, "-", *args]
-    r = subprocess.run(cmd, input=(PROBES / probe).read_text(), capture_output=True,
-                       text=True, timeout=timeout)
+    """Run bench/probes/`probe` on a lab host: the probes directory is sent over SSH (so a probe
+    can import another) into a temporary directory that is removed afterwards."""
+    tar = io.BytesIO()
+    with tarfile.open(fileobj=tar, mode="w") as t:
+        for f in sorted(PROBES.glob("*.py")):
+            t.add(f, arcname=f.name)
+    remote = (f"d=$(mktemp -d) && tar -x -C \"$d\" && cd \"$d\" && "
+              f"{shlex.join([python, probe, *args])}; rc=$?; rm -rf \"$d\"; exit $rc")
+    cmd = ["ssh", *hosts.SSH_OPTS, "-i", str(hosts.KEY), f"root@{h.address}", remote]
+    r = subprocess.run(cmd, input=tar.getvalue(), capture_output=True, timeout=timeout)
     if r.returncode != 0:
-        raise RuntimeError(f"{h.name} {probe}: {r.stderr.strip()[-300:]}")
-    return r.stdout
+        raise RuntimeError(f"{h.name} {probe}: {r.stderr.decode(errors='replace')[-300:]}")
+    return r.stdout.decode()
 
 
-def store_rates(h: HostPlan, seconds: float = 3.0) -> dict[str, dict[str, float]]:
-    """Durable writes per second through cloud-p2p's own store and group commit on `h`'s disk
-    (the deployed package's code), by image size and number of concurrent writers."""
-    out = run_probe(h, "store_rate.py", "/var/lib/cloud-p2p-bench-store", str(seconds),
-                    python=DEPLOYED_PYTHON)
-    return _rates(out)
+def disk_rates(h: HostPlan) -> Rates:
+    return _rates(run_probe(h, "fsync_rate.py", "/var/lib/cloud-p2p-bench", str(CELL_SECONDS)))
 
 
-def _rates(probe_output: str) -> dict[str, dict[str, float]]:
-    """"size writers rate" lines -> {size: {writers: rate}}."""
-    by_size: dict[str, dict[str, float]] = {}
+def store_rates(h: HostPlan) -> tuple[Rates, Rates]:
+    """(cloud-p2p's store, the disk one by one) in writes per second on `h`, same run."""
+    out = run_probe(h, "store_rate.py", "/var/lib/cloud-p2p-bench-store", str(CELL_SECONDS),
+                    str(STORE_ROUNDS), python=DEPLOYED_PYTHON, timeout=600)
+    return _rates(out, column=2), _rates(out, column=3)
+
+
+def _rates(probe_output: str, column: int = 2) -> Rates:
+    """"size writers rate..." lines -> {size: {writers: the rate in `column`}}."""
+    by_size: Rates = {}
     for line in probe_output.splitlines():
-        size, par, rate = line.split()
-        by_size.setdefault(size, {})[par] = round(float(rate), 1)
+        fields = line.split()
+        by_size.setdefault(fields[0], {})[fields[1]] = round(float(fields[column]), 1)
     return by_size
 
 
-def print_rates(what: str, by_size: dict[str, dict[str, float]]) -> None:
+def print_rates(what: str, by_size: Rates, versus: Rates | None = None) -> None:
     for size, rates in by_size.items():
         for par, v in rates.items():
-            print(f"{what} {int(size) // 1024:>5} KiB writes, {par} writer(s): {v:>6.0f}/s "
-                  f"({v * int(size) / 2**20:.0f} MiB/s)")
+            ratio = f"  {v / versus[size][par]:.2f} x the disk" if versus else ""
+            print(f"{what} {int(size) // 1024:>5} KiB writes, {par:>2} writer(s): {v:>6.0f}/s "
+                  f"({v * int(size) / 2**20:4.0f} MiB/s){ratio}")
+
+
+def measure_store(h: HostPlan, limits: dict[str, object]) -> None:
+    """Add cloud-p2p's store rates (and the disk's, same run) to `limits` and print them."""
+    store, disk = store_rates(h)
+    limits["store_by_size"], limits["store_disk_by_size"] = store, disk
+    print_rates("disk, one by one", disk)
+    print_rates("cloud-p2p store ", store, versus=disk)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,15 +109,14 @@ def main(argv: list[str] | None = None) -> int:
             receiver.result()
         finally:
             hosts.ssh(h2, f"ufw delete allow {PORT}/tcp >/dev/null 2>&1 || true")
-    by_size = _rates(run_probe(h1, "fsync_rate.py", "/var/lib/cloud-p2p-bench"))
+    by_size = disk_rates(h1)
     result: dict[str, object] = {"tcp_mib_s": round(tcp / 2**20, 1),
                                  "durable_writes_per_s": by_size["65536"],
                                  "durable_by_size": by_size}
     print(f"raw TCP h1 -> h2:            {result['tcp_mib_s']:.0f} MiB/s")
     print_rates("durable", by_size)
     if args.store:
-        result["store_by_size"] = store_rates(h1)
-        print_rates("cloud-p2p store", result["store_by_size"])
+        measure_store(h1, result)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     print(f"JSON: {args.json}")
