@@ -23,7 +23,9 @@ $CLOUD_P2P_TOKEN_FILE, as cloud-p2p-client).
 
 Every row gets ratio_to_peer (rps over haproxy+nginx's, same cell and generator) and, when
 reports/lab-limits.json exists, limit_rps and ratio_to_limit: the raw TCP rate for that image
-size, and for cloud-p2p fsync also the 8-writer durable write rate, whichever is lower.
+size, and for cloud-p2p fsync also the disk's durable write rate (best of 1, 8 and 64
+writers), whichever is lower. After deploying cloud-p2p with fsync it also measures the
+node's store against the disk in the same run (bench.lab_limits --store).
 Writes reports/compare.json and a chart next to it (reports/compare.png, bench/chart.py).
 """
 
@@ -209,13 +211,14 @@ def load_limits(path: Path) -> dict[str, Any] | None:
 
 
 def limit_rps(system: str, size: int, limits: dict[str, Any]) -> float:
-    """The lab's ceiling for uploads/s of `size` bytes: raw TCP, and durable writes of that
-    size (eight writers; older reports: the 64 KiB rate) for the system that fsyncs."""
+    """The lab's ceiling for uploads/s of `size` bytes: raw TCP, and for the system that
+    fsyncs also the disk's durable write rate for that size (the best over its writer counts;
+    older reports: the 64 KiB rate)."""
     tcp = float(limits["tcp_mib_s"]) * 2**20 / size
     if system == "cloud-p2p fsync":
         durable = limits.get("durable_by_size", {}).get(str(size)) \
             or limits["durable_writes_per_s"]
-        return min(tcp, float(durable["8"]))
+        return min(tcp, max(float(v) for v in durable.values()))
     return tcp
 
 
@@ -272,8 +275,7 @@ def main(argv: list[str] | None = None) -> int:
             if limits is not None and "no-fsync" not in system:
                 # The node's own durable write path on the same disk, without HTTP: what
                 # group commit makes of the disk's fsync rate.
-                limits["store_by_size"] = lab_limits.store_rates(lab[0])
-                lab_limits.print_rates("cloud-p2p store", limits["store_by_size"])
+                lab_limits.measure_store(lab[0], limits)
                 args.limits.write_bytes(orjson.dumps(limits, option=orjson.OPT_INDENT_2))
             host, port = leader_address()
             cell_token = token

@@ -27,6 +27,7 @@ from nodesvc.auth import HEADER as AUTH_HEADER
 from nodesvc.auth import PeerAuth
 from nodesvc.config import NodeSettings
 from nodesvc.election import Action, Election, Kind, Log, Message, Role, Send, Timings
+from nodesvc.groupcommit import GroupCommit
 from nodesvc.http import (
     HttpClient,
     HttpServer,
@@ -45,6 +46,8 @@ from nodesvc.storage import (
     Conflict,
     DiskFull,
     Store,
+    Stored,
+    Write,
     generated_name,
     valid_name,
 )
@@ -60,9 +63,6 @@ UPLOAD_DEADLINE = 8.0                # how long a node tries to find a leader fo
 # concurrent 64 KiB and 1 MiB uploads, streaming them cost 10-15% more CPU per upload
 # (chunked framing, a trailer, one write per piece) for no gain in throughput.
 STREAM_ABOVE = 1 << 20
-# Concurrent image writes on one node (each a thread mostly waiting on the disk); more wait
-# in line. 64: the lab's store rate stops growing before that (bench.lab_limits --store).
-WRITER_THREADS = 64
 CONTENT_TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg",
                  "gif": "image/gif", "webp": "image/webp", "bmp": "image/bmp",
                  "tif": "image/tiff", "tiff": "image/tiff"}
@@ -120,9 +120,9 @@ class Node:
         self.metrics = Metrics(self.id)
         self.notifier = notifier or Notifier()
         self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="disk")
-        # Image writes have threads of their own: each waits on the disk's flush, and the
-        # more wait together, the more one directory flush serves (storage.py).
-        self.writers = ThreadPoolExecutor(max_workers=WRITER_THREADS, thread_name_prefix="write")
+        # Every image write goes to this one thread, which writes and flushes in batches
+        # (one thread hop per write; the executor is for reads and index work).
+        self.committer: GroupCommit[Write, Stored] = GroupCommit(self.store.write_batch)
         self.index: dict[str, int] = {}          # leader only: image name -> node holding it
         self.index_ready = asyncio.Event()       # leader only: index synced after election
         self.leader_known = asyncio.Event()
@@ -174,7 +174,7 @@ class Node:
             await asyncio.sleep(0.05)  # let acknowledged work finish
         await self.client.close()
         self.executor.shutdown(wait=True)
-        self.writers.shutdown(wait=True)
+        self.committer.close()
 
     def stop(self) -> None:
         self._stop.set()
@@ -656,8 +656,8 @@ class Node:
             return error(400, "invalid name", name[:80])
         async with self.write_locks.hold(name):
             try:
-                stored = await asyncio.get_running_loop().run_in_executor(
-                    self.writers, self.store.write, name, body, sha256.hex())
+                stored: Stored = await asyncio.wrap_future(
+                    self.committer.submit(Write(name, body, sha256.hex())))
             except Conflict as exc:
                 self.metrics.write_result["conflict"].inc()
                 return error(409, "conflict",
@@ -780,8 +780,8 @@ class Node:
         e = self.election
         m = self.metrics
         m.stored.set(len(self.store))
-        m.commits.set(self.store.commits.batches)
-        m.committed.set(self.store.commits.items)
+        m.commits.set(self.committer.batches)
+        m.committed.set(self.committer.items)
         m.is_leader.set(1 if e.role is Role.LEADER else 0)
         m.term.set(e.term)
         m.peers_alive.set(sum(1 for v in e.peers.values() if v.alive))

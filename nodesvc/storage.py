@@ -1,13 +1,14 @@
 """The durable, validated image store of one node.
 
-A write has two steps, so that concurrent writes share the expensive part (group commit):
-  stage, on the writer's own thread: the bytes go to a temporary file (a name no valid image
-         can have) and are flushed to the disk, in parallel with the other writers;
-  commit, for every write waiting at that moment (groupcommit.py): each temporary file is
-         hard-linked to its final name (which fails instead of overwriting) and unlinked, and
-         the directory is flushed once. Only then is any image of the batch acknowledged.
-So a crash never leaves a partial image under a valid name, and the directory flush is paid
-once per batch instead of once per image. A full disk removes the temporary file and
+A write has two steps, so that many writes can share the expensive part (group commit; the
+node runs both for a whole batch on its committer thread, see write_batch and groupcommit.py):
+  stage: the bytes go to a temporary file, a name no valid image can have;
+  commit, for the batch: the batch's temporary files are made durable (one
+         `syncfs` for the batch, or one fsync for a batch of one), each is hard-linked to its
+         final name (which fails instead of overwriting) and unlinked, and the directory is
+         fsynced once. Only then is any image of the batch acknowledged.
+So a crash never leaves a partial image under a valid name, and the cost of the two flushes
+is paid once per batch instead of once per image. A full disk removes the temporary file and
 reports DiskFull.
 
 All methods block: the node calls them from threads, never on the event loop.
@@ -16,6 +17,7 @@ All methods block: the node calls them from threads, never on the event loop.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import hashlib
 import itertools
@@ -24,8 +26,6 @@ import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-
-from nodesvc.groupcommit import GroupCommit
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 TMP_PREFIX = ".tmp-"  # never a valid image name: names start with a letter or digit
@@ -76,6 +76,15 @@ class DiskFull(Exception):
 
 
 @dataclass(frozen=True)
+class Write:
+    """An image to store: its name, bytes and sha256 (hex, computed by the caller)."""
+
+    name: str
+    data: bytes
+    sha256: str
+
+
+@dataclass(frozen=True)
 class Staged:
     """Bytes in a temporary file, waiting for their batch's commit."""
 
@@ -102,7 +111,6 @@ class Store:
         # Temporary names: unique without a random draw per write (leftovers of a crash are
         # removed by open(), and the pid keeps two processes apart).
         self._tmp_serial = itertools.count()
-        self.commits: GroupCommit[Staged, Stored] = GroupCommit(self.commit)
 
     def open(self) -> list[str]:
         """Index the files already there and remove temporary files of a crashed write.
@@ -147,19 +155,39 @@ class Store:
             self._sha.pop(name, None)  # removed by hand behind our back
             return None
 
-    def write(self, name: str, data: bytes, digest: str | None = None) -> Stored:
-        """Store `data` under `name` durably; idempotent. Safe to call from many threads at
-        once: each stages its own bytes, and writes that wait for a commit share one."""
-        staged = self.stage(name, data, digest)
-        if isinstance(staged, Stored):
-            return staged
-        return self.commits.run(staged)
+    def write(self, name: str, data: bytes) -> Stored:
+        """Store `data` under `name` durably, alone (a batch of one); idempotent."""
+        result = self.write_batch([Write(name, data, sha256_hex(data))])[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def write_batch(self, writes: list[Write]) -> list[Stored | BaseException]:
+        """Stage and commit a batch in one go, on one thread (the group committer's step):
+        one result per write, in order, Stored or the exception for that write."""
+        results: list[Stored | BaseException | None] = []
+        staged: list[Staged] = []
+        slots: list[int] = []
+        for w in writes:
+            try:
+                r = self.stage(w.name, w.data, w.sha256)
+            except (Conflict, DiskFull, OSError) as exc:
+                results.append(exc)
+                continue
+            if isinstance(r, Stored):
+                results.append(r)
+            else:
+                slots.append(len(results))
+                results.append(None)
+                staged.append(r)
+        for slot, result in zip(slots, self.commit(staged) if staged else [], strict=True):
+            results[slot] = result
+        return [r for r in results if r is not None]
 
     def stage(self, name: str, data: bytes, digest: str | None = None) -> Staged | Stored:
-        """Step 1, on the writer's thread: the bytes go to a temporary file and (durable) are
-        flushed; not yet visible. Returns Stored(created=False) when the same bytes are
-        already there; raises Conflict for other bytes, DiskFull when the disk is full
-        (nothing is left behind)."""
+        """Step 1: write the bytes to a temporary file (not yet durable, not yet visible).
+        Returns Stored(created=False) when the same bytes are already there; raises Conflict
+        for other bytes, DiskFull when the disk is full (nothing is left behind)."""
         if not valid_name(name):
             raise ValueError(f"invalid image name {name!r}")
         digest = digest or sha256_hex(data)
@@ -173,10 +201,6 @@ class Store:
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view):]
-                if self.durable:
-                    # Concurrent writers flush in parallel; the file system folds their
-                    # journal commits together.
-                    os.fsync(fd)
             finally:
                 os.close(fd)
         except OSError as exc:
@@ -185,10 +209,17 @@ class Store:
         return Staged(name, tmp, digest, len(data))
 
     def commit(self, batch: list[Staged]) -> list[Stored | BaseException]:
-        """Step 2, for a batch (see groupcommit.py): the final names, then one durable
-        directory. One result per staged write, in order: Stored, or the exception for that
-        write (a failed directory flush fails the whole batch; none of it is acknowledged)."""
+        """Step 2, for a batch: durable data, then the final names, then a durable directory.
+        One result per staged write, in order: Stored, or the exception for that write (a
+        failed flush fails the whole batch; no image of it is acknowledged)."""
         results: list[Stored | BaseException] = []
+        try:
+            if self.durable:
+                self._sync_data(batch)
+        except OSError as exc:
+            for st in batch:
+                _unlink(st.tmp)
+            return [_disk_error(exc)] * len(batch)
         linked = False
         for st in batch:
             try:
@@ -216,6 +247,25 @@ class Store:
             if isinstance(r, Stored) and r.created:
                 self._sha[r.name] = r.sha256
         return results
+
+    def _sync_data(self, batch: list[Staged]) -> None:
+        """Make the staged bytes durable: fsync for one file; for several, one syncfs (a single
+        journal commit and cache flush for all of them, instead of one per file)."""
+        if len(batch) > 1 and _syncfs is not None:
+            fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                if _syncfs(fd) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, os.strerror(err))
+            finally:
+                os.close(fd)
+            return
+        for st in batch:
+            fd = os.open(st.tmp, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def meta(self, name: str) -> tuple[str, int] | None:
         """(sha256, mtime in ns) of a stored image, or None."""
@@ -261,3 +311,14 @@ def _disk_error(exc: OSError) -> BaseException:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return DiskFull(str(exc))
     return exc
+
+
+def _load_syncfs() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+    """libc's syncfs(2) (Linux), or None: then every file is fsynced on its own."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).syncfs  # type: ignore[no-any-return]
+    except (OSError, AttributeError):
+        return None
+
+
+_syncfs = _load_syncfs()

@@ -1,5 +1,6 @@
 """Runs on a lab host with the deployed cloud-p2p's Python: durable writes through cloud-p2p's
-own store (nodesvc.storage, fsync on, one thread per writer as in a node), and for comparison
+own store and group commit (nodesvc.storage and nodesvc.groupcommit, fsync on, exactly as a
+node writes: each writer waits for its write's commit), and for comparison
 the disk's rate for images written one by one (fsync_rate.py), in alternating cells under the
 same conditions: 4 KiB, 64 KiB and 1 MiB, 8 and 64 writers, SECONDS a cell, ROUNDS rounds.
 Prints "size writers store_rate disk_rate" lines (medians over the rounds)."""
@@ -14,7 +15,8 @@ from pathlib import Path
 
 from fsync_rate import SIZES, disk_rate, settle, timed
 
-from nodesvc.storage import Store, sha256_hex
+from nodesvc.groupcommit import GroupCommit
+from nodesvc.storage import Store, Write, sha256_hex
 
 
 def store_rate(directory: str, size: int, writers: int, seconds: float) -> float:
@@ -22,8 +24,12 @@ def store_rate(directory: str, size: int, writers: int, seconds: float) -> float
     digest = sha256_hex(data)
     store = Store(Path(settle(directory)), durable=True)
     store.open()
-    return timed(writers, seconds,
-                 lambda k, n: store.write(f"w{k}-{n}.bin", data, digest) and None)
+    committer = GroupCommit(store.write_batch)
+    try:
+        return timed(writers, seconds, lambda k, n: committer.submit(
+            Write(f"w{k}-{n}.bin", data, digest)).result() and None)
+    finally:
+        committer.close()
 
 
 if __name__ == "__main__":
