@@ -63,11 +63,6 @@ UPLOAD_DEADLINE = 8.0                # how long a node tries to find a leader fo
 # concurrent 64 KiB and 1 MiB uploads, streaming them cost 10-15% more CPU per upload
 # (chunked framing, a trailer, one write per piece) for no gain in throughput.
 STREAM_ABOVE = 1 << 20
-# Images this large are written and flushed on their own, in parallel, instead of joining the
-# commit thread's batches: one flush per image costs little beside their bytes, and the
-# commit thread would otherwise copy each of them into the page cache in turn, and its
-# syncfs wait for all of them.
-WRITE_ALONE_FROM = 256 * 1024
 CONTENT_TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg",
                  "gif": "image/gif", "webp": "image/webp", "bmp": "image/bmp",
                  "tif": "image/tiff", "tiff": "image/tiff"}
@@ -661,12 +656,8 @@ class Node:
             return error(400, "invalid name", name[:80])
         async with self.write_locks.hold(name):
             try:
-                if len(body) >= WRITE_ALONE_FROM:
-                    stored = await asyncio.get_running_loop().run_in_executor(
-                        self.executor, self.store.write, name, body, sha256.hex())
-                else:
-                    stored = await asyncio.wrap_future(
-                        self.committer.submit(Write(name, body, sha256.hex())))
+                stored: Stored = await asyncio.wrap_future(
+                    self.committer.submit(Write(name, body, sha256.hex())))
             except Conflict as exc:
                 self.metrics.write_result["conflict"].inc()
                 return error(409, "conflict",

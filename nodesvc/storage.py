@@ -155,10 +155,9 @@ class Store:
             self._sha.pop(name, None)  # removed by hand behind our back
             return None
 
-    def write(self, name: str, data: bytes, digest: str | None = None) -> Stored:
-        """Store `data` under `name` durably, alone (a batch of one: its own fsyncs, no other
-        write waits on it); idempotent. Safe beside the commit thread's batches."""
-        result = self.write_batch([Write(name, data, digest or sha256_hex(data))])[0]
+    def write(self, name: str, data: bytes) -> Stored:
+        """Store `data` under `name` durably, alone (a batch of one); idempotent."""
+        result = self.write_batch([Write(name, data, sha256_hex(data))])[0]
         if isinstance(result, BaseException):
             raise result
         return result
