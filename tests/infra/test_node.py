@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from conftest import CONFIG, SHARED
+from conftest import CONFIG
 
 
 def test_service_is_active_and_enabled(host) -> None:  # type: ignore[no-untyped-def]
@@ -13,12 +13,13 @@ def test_service_is_active_and_enabled(host) -> None:  # type: ignore[no-untyped
     assert svc.is_enabled
 
 
-def test_service_runs_as_its_own_non_root_user(host) -> None:  # type: ignore[no-untyped-def]
+def test_service_runs_as_its_own_non_root_user(host, service_user) -> None:  # type: ignore[no-untyped-def]
+    assert service_user not in ("", "root")
     pid = host.check_output("systemctl show cloud-p2p -p MainPID --value")
     assert pid.isdigit() and int(pid) > 0
     user = host.check_output(f"ps -o user= -p {pid}").strip()
-    assert user == "cloud-p2p"
-    assert host.user("cloud-p2p").shell in ("/usr/sbin/nologin", "/bin/false")
+    assert user == service_user
+    assert host.user(service_user).shell in ("/usr/sbin/nologin", "/bin/false")
 
 
 def test_systemd_knows_it_is_ready_with_a_status(host) -> None:  # type: ignore[no-untyped-def]
@@ -40,13 +41,13 @@ def test_config_is_identical_on_every_host(host, all_hosts) -> None:  # type: ig
     assert host.file(CONFIG).mode == 0o640
 
 
-def test_images_directory_belongs_to_the_service(host) -> None:  # type: ignore[no-untyped-def]
-    d = host.file(SHARED)
-    assert d.is_directory and d.user == "cloud-p2p" and d.mode == 0o750
+def test_images_directory_belongs_to_the_service(host, shared_dir, service_user) -> None:  # type: ignore[no-untyped-def]
+    d = host.file(shared_dir)
+    assert d.is_directory and d.user == service_user and d.mode == 0o750
 
 
 def test_firewall_denies_by_default_and_allows_exactly_ssh_and_the_cluster(
-        host, cluster_config) -> None:  # type: ignore[no-untyped-def]
+        host, cluster_config, ssh_port) -> None:  # type: ignore[no-untyped-def]
     out = host.check_output("ufw status verbose")
     assert "Status: active" in out
     assert "deny (incoming)" in out
@@ -56,25 +57,25 @@ def test_firewall_denies_by_default_and_allows_exactly_ssh_and_the_cluster(
         if len(parts) >= 2 and parts[1] == "ALLOW" and "(v6)" not in line:
             allowed.add(parts[0])
     ports = {p["address"].rsplit(":", 1)[1] for p in cluster_config["peers"]}
-    assert allowed == {"22/tcp", *(f"{p}/tcp" for p in ports)}
+    assert allowed == {f"{ssh_port}/tcp", *(f"{p}/tcp" for p in ports)}
 
 
-def test_stored_files_match_the_last_stress_report(host, node_id, report) -> None:  # type: ignore[no-untyped-def]
+def test_stored_files_match_the_last_stress_report(host, node_id, report, shared_dir) -> None:  # type: ignore[no-untyped-def]
     expected = {u["name"]: u["sha256"] for u in report["uploads"] if u["node"] == node_id}
     prefix = f"stress-{report['run_id']}-"
     listing = host.check_output(
-        f"cd {SHARED} && find . -maxdepth 1 -name '{prefix}*' -printf '%f\\n' | sort")
+        f"cd {shared_dir} && find . -maxdepth 1 -name '{prefix}*' -printf '%f\\n' | sort")
     names = [n for n in listing.splitlines() if n]
     assert sorted(names) == sorted(expected), f"node {node_id}: files differ from the report"
-    sums = host.check_output(f"cd {SHARED} && sha256sum {prefix}*") if names else ""
+    sums = host.check_output(f"cd {shared_dir} && sha256sum {prefix}*") if names else ""
     actual = {line.split()[1]: line.split()[0] for line in sums.splitlines()}
     assert actual == expected
     assert all(len(h) == len(hashlib.sha256().hexdigest()) for h in actual.values())
 
 
-def test_cluster_secret_is_readable_only_by_the_service(host) -> None:  # type: ignore[no-untyped-def]
+def test_cluster_secret_is_readable_only_by_the_service(host, service_user) -> None:  # type: ignore[no-untyped-def]
     f = host.file("/etc/cloud-p2p/cluster.secret")
-    assert f.user == "root" and f.group == "cloud-p2p" and f.mode == 0o640
+    assert f.user == "root" and f.group == service_user and f.mode == 0o640
     assert len(f.content_string.strip()) >= 32
     env = host.check_output("systemctl show cloud-p2p -p Environment --value")
     assert "CLUSTER_SECRET_FILE=/etc/cloud-p2p/cluster.secret" in env
