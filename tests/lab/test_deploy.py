@@ -49,6 +49,18 @@ def test_preflight_refuses_a_duplicate_node_id_before_touching_hosts(tmp_path: P
     assert "PLAY [Install and start" not in out
 
 
+def test_preflight_refuses_a_cluster_wide_setting_set_for_one_host(tmp_path: Path) -> None:
+    """config.json must be identical everywhere: an image directory set on h2 alone would give
+    h2 a config of its own."""
+    bad = tmp_path / "inventory.ini"
+    bad.write_text(INVENTORY.read_text().replace("node_id=2",
+                                                  "node_id=2 cloud_p2p_shared_dir=/srv/images"))
+    rc, out, _ = playbook("playbooks/deploy.yml", inventory=bad)
+    assert rc != 0
+    assert "cloud_p2p_shared_dir differs between hosts (h1, h3 / h2)" in out
+    assert "PLAY [Install and start" not in out
+
+
 def test_check_mode_reports_changes_without_making_them() -> None:
     rc, out, _ = playbook("playbooks/deploy.yml", "--check", "--diff")
     assert rc == 0, out[-3000:]
