@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from nodesvc.stream import Connection, open_connection
 from nodesvc.wire import (
     CONTINUE,
     NEED_DATA,
@@ -110,7 +111,7 @@ class Body:
     BodyTooLarge past `max_body`, ProtocolError if the client stops mid-body, and
     TimeoutError past the body deadline."""
 
-    def __init__(self, parser: Parser, reader: asyncio.StreamReader,
+    def __init__(self, parser: Parser, reader: Connection,
                  limits: ServerLimits) -> None:
         self._parser = parser
         self._reader = reader
@@ -167,7 +168,7 @@ class HttpServer:
         self.streams = streams  # which requests the handler reads as they arrive
         self.connections = 0
 
-    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def serve(self, reader: Connection, writer: Connection) -> None:
         if self.connections >= self.limits.max_connections:
             writer.close()
             return
@@ -182,8 +183,8 @@ class HttpServer:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def _serve(self, parser: Parser, reader: asyncio.StreamReader,
-                     writer: asyncio.StreamWriter) -> None:
+    async def _serve(self, parser: Parser, reader: Connection,
+                     writer: Connection) -> None:
         loop = asyncio.get_running_loop()
         first = True
         while True:
@@ -248,7 +249,7 @@ class HttpServer:
                 return
 
 
-def _write_continue(writer: asyncio.StreamWriter) -> None:
+def _write_continue(writer: Connection) -> None:
     if not writer.is_closing():
         writer.write(CONTINUE)
 
@@ -257,7 +258,7 @@ def _too_large(limits: ServerLimits) -> Response:
     return error(413, "too large", f"body over {limits.max_body} bytes")
 
 
-async def _next_event(parser: Parser, reader: asyncio.StreamReader,
+async def _next_event(parser: Parser, reader: Connection,
                       deadline: float | None = None) -> Head | bytes | End | None:
     """The next event, reading from `reader` as needed until the loop time `deadline`;
     None when the peer closed the connection between messages."""
@@ -274,7 +275,7 @@ async def _next_event(parser: Parser, reader: asyncio.StreamReader,
                 parser.feed(await reader.read(READ_SIZE))
 
 
-async def _send(writer: asyncio.StreamWriter, response: Response, close: bool = False) -> None:
+async def _send(writer: Connection, response: Response, close: bool = False) -> None:
     headers = [("content-type", response.content_type),
                ("content-length", str(len(response.body))), *response.headers]
     if close:
@@ -370,8 +371,8 @@ class PeerUnreachable(Exception):
 
 @dataclass
 class _Conn:
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
+    reader: Connection
+    writer: Connection
     parser: Parser = field(default_factory=lambda: Parser("response"))
     idle_since: float = 0.0
     sent: bool = False       # the whole request is on the wire
@@ -507,8 +508,8 @@ class HttpClient:
 
     async def _connect(self, key: tuple[str, int]) -> _Conn:
         async with asyncio.timeout(self.connect_timeout):
-            reader, writer = await asyncio.open_connection(*key, limit=READ_SIZE * 4)
-        return _Conn(reader, writer)
+            conn = await open_connection(*key)
+        return _Conn(conn, conn)
 
     async def _exchange(self, key: tuple[str, int], conn: _Conn, method: str, target: str,
                         body: bytes, headers: list[tuple[str, str]],

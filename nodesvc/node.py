@@ -51,6 +51,7 @@ from nodesvc.storage import (
     generated_name,
     valid_name,
 )
+from nodesvc.stream import start_server
 from nodesvc.systemd import Notifier
 
 log = logging.getLogger("nodesvc")
@@ -146,8 +147,8 @@ class Node:
         for name in removed:
             log.info("[Node %d] removed leftover temporary file %s", self.id, name)
         s = self.settings
-        server = await asyncio.start_server(self.server.serve, s.bind_host, s.bind_port,
-                                            reuse_address=True, backlog=1024)
+        server = await start_server(self.server.serve, s.bind_host, s.bind_port,
+                                    reuse_address=True, backlog=1024)
         log.info("[Node %d] listening on %s:%d (%d images in %s, config %s)", self.id,
                  s.bind_host, s.bind_port, len(self.store), s.shared_dir, s.config.hash)
         if not self.store.durable:

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from nodesvc.http import HttpServer, Request, Response, ServerLimits, Tee
+from nodesvc.stream import start_server
 
 
 async def source(parts: list[bytes], pulled: list[int]) -> AsyncIterator[bytes]:
@@ -78,7 +79,7 @@ def test_a_100_continue_for_a_whole_body_comes_only_when_the_answer_is_slow(
 
     async def run() -> bytes:
         server = HttpServer(handler, ServerLimits(max_body=1024, continue_delay=0.05))
-        listener = await asyncio.start_server(server.serve, "127.0.0.1", 0)
+        listener = await start_server(server.serve, "127.0.0.1", 0)
         port = listener.sockets[0].getsockname()[1]
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"PUT /x HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
