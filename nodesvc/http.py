@@ -1,4 +1,5 @@
-"""HTTP/1.1 on asyncio streams (framing in nodesvc.wire): a server and a keep-alive client pool.
+"""HTTP/1.1 over nodesvc.stream connections (framing in nodesvc.wire): a server and a
+keep-alive client pool.
 
 Most requests are whole messages (bodies are bounded by `max_image_bytes`), which keeps the
 handlers simple. The exception is an upload arriving at the leader: the server hands its body
@@ -138,7 +139,7 @@ class Body:
             while True:
                 event = await _next_event(self._parser, self._reader)
                 if self._accept(event):
-                    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                    return _joined(chunks)
                 chunks.append(event)
 
     def _start(self) -> None:
@@ -175,7 +176,7 @@ class HttpServer:
         self.connections += 1
         try:
             await self._serve(Parser("request", self.limits.max_header_bytes), reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
+        except (ConnectionError, TimeoutError):
             pass
         finally:
             self.connections -= 1
@@ -280,22 +281,29 @@ async def _send(writer: Connection, response: Response, close: bool = False) -> 
                ("content-length", str(len(response.body))), *response.headers]
     if close:
         headers.append(("connection", "close"))
-    head = response_head(response.status, headers)
-    body = response.body
-    # A small body goes out in one piece with its head; a large one is not copied.
+    _write_with_body(writer, response_head(response.status, headers), response.body)
+    await writer.drain()
+
+
+def _write_with_body(writer: Connection, head: bytes, body: bytes) -> None:
+    """A small body goes out in one piece with its head; a large one is not copied."""
     if len(body) < SMALL:
         writer.write(head + body)
     else:
         writer.writelines([head, body])
-    await writer.drain()
+
+
+def _joined(chunks: list[bytes]) -> bytes:
+    """The chunks as one bytes object; a lone chunk as it is (no copy)."""
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 class Tee:
     """A body read once from its source and kept, so it can be sent more than once (to the
     next node, when a target fails mid-upload), and hashed on the way."""
 
-    def __init__(self, source: AsyncIterator[bytes], length: int | None = None) -> None:
-        self._source = source
+    def __init__(self, source: AsyncIterator[bytes] | None, length: int | None = None) -> None:
+        self._source = source  # None: nothing more to read (Tee.of)
         self.length = length  # the Content-Length announced, if any
         self._chunks: list[bytes] = []
         self._hash = hashlib.sha256()
@@ -305,10 +313,7 @@ class Tee:
     @classmethod
     def of(cls, data: bytes, sha256: bytes | None = None) -> Tee:
         """A body already read whole (`sha256`: its digest, if the caller has it)."""
-        async def nothing() -> AsyncIterator[bytes]:
-            return
-            yield b""
-        tee = cls(nothing(), len(data))
+        tee = cls(None, len(data))
         tee._chunks = [data] if data else []
         tee._digest = sha256
         if sha256 is None:
@@ -323,7 +328,7 @@ class Tee:
             if i < len(self._chunks):
                 yield self._chunks[i]
                 i += 1
-            elif self.complete:
+            elif self.complete or self._source is None:
                 return
             else:
                 try:
@@ -337,7 +342,7 @@ class Tee:
     async def read(self) -> bytes:
         async for _ in self.replay():
             pass
-        return self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+        return _joined(self._chunks)
 
     def sha256(self) -> bytes:
         if not self.complete:
@@ -403,8 +408,7 @@ class HttpClient:
                     try:
                         return await self._exchange(key, conn, method, target, body,
                                                     all_headers, expect_continue)
-                    except (ConnectionError, asyncio.IncompleteReadError, ProtocolError,
-                            _StaleConnection):
+                    except (ConnectionError, ProtocolError, _StaleConnection):
                         pass  # the peer closed an idle connection: try a fresh one once
                 conn = await self._connect(key)
                 return await self._exchange(key, conn, method, target, body, all_headers,
@@ -581,17 +585,12 @@ class HttpClient:
                 conn.answered = head
                 ctype = head.headers.get("content-type", "")
                 headers = [(k, v) for k, v in head.headers.items() if k not in _FRAMING]
-                body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-                return Response(head.status, body, ctype, headers)
+                return Response(head.status, _joined(chunks), ctype, headers)
 
 
 def _write_message(conn: _Conn, head: bytes, body: bytes) -> None:
-    """A request with a Content-Length body; a small body is sent in one piece with the
-    head, a large one without being copied."""
-    if len(body) < SMALL:
-        conn.writer.write(head + body)
-    else:
-        conn.writer.writelines([head, body])
+    """A request with a Content-Length body."""
+    _write_with_body(conn.writer, head, body)
     conn.sent = True
 
 
@@ -605,11 +604,9 @@ class _StaleConnection(Exception):
 
 
 # What a failed exchange with a peer can raise; all of it means "unreachable".
-_UNREACHABLE = (OSError, TimeoutError, asyncio.IncompleteReadError, ProtocolError,
-                _StaleConnection)
+_UNREACHABLE = (OSError, TimeoutError, ProtocolError, _StaleConnection)
 
 
 def _unreachable(host: str, port: int, exc: BaseException) -> PeerUnreachable:
-    refused = isinstance(exc, ConnectionRefusedError | ConnectionResetError
-                         | _StaleConnection | asyncio.IncompleteReadError)
+    refused = isinstance(exc, ConnectionRefusedError | ConnectionResetError | _StaleConnection)
     return PeerUnreachable(f"{host}:{port}: {exc or type(exc).__name__}", refused)

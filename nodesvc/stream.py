@@ -33,7 +33,6 @@ class Connection(asyncio.Protocol):
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._closed = asyncio.get_running_loop().create_future()
         self.transport: asyncio.Transport | None = None
-        self.task: asyncio.Task[None] | None = None  # the server's handler (kept referenced)
 
     # ---- protocol callbacks (called by the event loop) ------------------------------------
 
@@ -168,6 +167,7 @@ class _ServerConnection(Connection):
     def __init__(self, handler: Handler) -> None:
         super().__init__()
         self._handler = handler
+        self.task: asyncio.Task[None] | None = None  # the handler, kept referenced while it runs
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
