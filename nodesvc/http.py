@@ -129,7 +129,7 @@ class Body:
             event = await _next_event(self._parser, self._reader, self._deadline)
             if self._accept(event):
                 return
-            yield event  # the parser's own copy: passed on as it is
+            yield event  # as the transport delivered it (see wire.Parser): passed on as it is
 
     async def read(self) -> bytes:
         """The whole body, under one timer for the body deadline (not one per read)."""

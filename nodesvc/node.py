@@ -657,8 +657,7 @@ class Node:
             return error(400, "invalid name", name[:80])
         async with self.write_locks.hold(name):
             try:
-                stored: Stored = await asyncio.wrap_future(
-                    self.committer.submit(Write(name, body, sha256.hex())))
+                stored = await self.committer.commit(Write(name, body, sha256.hex()))
             except Conflict as exc:
                 self.metrics.write_result["conflict"].inc()
                 return error(409, "conflict",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 from pathlib import Path
@@ -59,6 +60,68 @@ def test_a_crashing_commit_fails_the_batch_and_the_thread_lives_on() -> None:
         gc.submit(1).result(5)
     assert gc.submit(2).result(5) == 2
     gc.close()
+
+
+def test_an_event_loop_gets_a_whole_batch_back_in_one_call() -> None:
+    release = threading.Event()
+    batches: list[list[int]] = []
+
+    def commit(batch: list[int]) -> list[int | BaseException]:
+        batches.append(batch)
+        release.wait(5)
+        return [ValueError(x) if x == 3 else x * 10 for x in batch]
+
+    gc: GroupCommit[int, int] = GroupCommit(commit)
+
+    async def run() -> list[object]:
+        loop = asyncio.get_running_loop()
+        scheduled: list[object] = []
+        real = loop.call_soon_threadsafe
+
+        def counting(callback, *args):  # type: ignore[no-untyped-def]
+            scheduled.append(callback)
+            return real(callback, *args)
+
+        loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+        first = asyncio.ensure_future(gc.commit(1))
+        while not batches:
+            await asyncio.sleep(0.001)
+        rest = [asyncio.ensure_future(gc.commit(i)) for i in range(2, 6)]
+        await asyncio.sleep(0.01)
+        release.set()
+        results = await asyncio.gather(first, *rest, return_exceptions=True)
+        assert len(scheduled) == 2  # one wake-up per batch, not one per item
+        return results
+
+    results = asyncio.run(run())
+    gc.close()
+    assert batches == [[1], [2, 3, 4, 5]]
+    assert results[:2] == [10, 20] and results[3:] == [40, 50]
+    assert isinstance(results[2], ValueError)
+
+
+def test_a_cancelled_waiter_does_not_stop_the_commit_or_the_others() -> None:
+    release = threading.Event()
+    committed: list[int] = []
+
+    def commit(batch: list[int]) -> list[int | BaseException]:
+        release.wait(5)
+        committed.extend(batch)
+        return batch
+
+    gc: GroupCommit[int, int] = GroupCommit(commit)
+
+    async def run() -> int:
+        gone = asyncio.ensure_future(gc.commit(1))
+        kept = asyncio.ensure_future(gc.commit(2))
+        await asyncio.sleep(0.01)
+        gone.cancel()
+        release.set()
+        return await kept
+
+    assert asyncio.run(run()) == 2
+    gc.close()
+    assert sorted(committed) == [1, 2]
 
 
 def test_a_batch_is_one_flush_and_nothing_is_visible_before_it(

@@ -110,6 +110,46 @@ def test_eof_mid_body_is_an_error_and_eof_between_messages_is_not() -> None:
     assert idle.closed and idle.next_event() is NEED_DATA
 
 
+def test_a_body_after_its_head_is_passed_on_uncopied_and_the_next_request_parses() -> None:
+    parser = Parser("request")
+    parser.feed(b"PUT /a HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+    piece = b"defg"  # bytes fed after the head: the body itself, not a copy of it
+    parser.feed(piece)
+    parser.feed(b"hij" + b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+    got = events(parser)
+    assert any(e is piece for e in got)
+    assert b"".join(e for e in got if isinstance(e, bytes)) == b"abcdefghij"
+    heads = [e for e in got if isinstance(e, Head)]
+    assert [h.target for h in heads] == ["/a", "/b"]
+    assert sum(isinstance(e, End) for e in got) == 2 and parser.idle
+
+
+def test_a_chunked_body_and_a_response_body_still_go_through_llhttp() -> None:
+    parser = Parser("request")
+    parser.feed(b"PUT /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+    parser.feed(b"3\r\nabc\r\n0\r\n\r\n")
+    got = events(parser)
+    assert [e for e in got if isinstance(e, bytes)] == [b"abc"]
+    assert isinstance(got[-1], End)
+    response = Parser("response")
+    response.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n")
+    response.feed(b"ok!!HTTP/1.1 204 No Content\r\n\r\n")
+    assert [getattr(e, "status", None) for e in events(response) if isinstance(e, Head)] \
+        == [200, 204]
+
+
+def test_a_body_longer_than_announced_is_the_next_request_and_is_refused_if_garbage() -> None:
+    parser = Parser("request")
+    parser.feed(b"PUT /a HTTP/1.1\r\nContent-Length: 3\r\n\r\n")
+    parser.feed(b"abcXYZ garbage\r\n\r\n")
+    got: list[object] = []
+    with pytest.raises(ProtocolError):
+        while (event := parser.next_event()) is not NEED_DATA:
+            got.append(event)
+    assert b"".join(e for e in got if isinstance(e, bytes)) == b"abc"
+    assert isinstance(got[-1], End)
+
+
 def test_line_breaks_cannot_be_smuggled_into_what_we_send() -> None:
     with pytest.raises(ValueError):
         wire.request_head("GET", "/x\r\nHost: evil", [])
