@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from bench.compare import SIZES, leader_address, wipe_stored
+from bench.compare import SIZES, leader_address, make_room
 from bench.cpu import CLOUD_P2P, measure
 from bench.wrk import run_wrk
 from cloudlab import faults
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             order = args.rev if round_ % 2 == 0 else list(reversed(args.rev))
             for rev, label in order:
                 t0 = time.monotonic()
-                wipe_stored()  # the disk would fill up over a long run
+                make_room()  # the disk would fill up over a long run
                 full = deploy_revision(rev, Path(tmp))
                 host, port = leader_address()
                 print(f"== round {round_ + 1}: {label} ({full[:8]}), deployed in "

@@ -8,7 +8,6 @@ Prints "size writers store_rate disk_rate" lines (medians over the rounds)."""
 from __future__ import annotations
 
 import os
-import shutil
 import statistics
 import sys
 from pathlib import Path
@@ -41,5 +40,4 @@ if __name__ == "__main__":
                 disk.append(disk_rate(directory, size, writers, seconds))
                 store.append(store_rate(directory, size, writers, seconds))
             print(size, writers, statistics.median(store), statistics.median(disk), flush=True)
-    shutil.rmtree(directory)
-    os.sync()
+    # The files stay (see fsync_rate.py): bench.compare.wipe_stored removes them.
