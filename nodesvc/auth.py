@@ -6,6 +6,14 @@ body's sha256.
 A receiver accepts it only if the MAC matches, the time is within `window` seconds of its own
 clock, and it has not seen the nonce before (within the window). So an outside process cannot
 forge an election message, and a captured message cannot be replayed.
+
+An image passed on to the node that stores it is signed over its head only (the value ends in
+`:head`, and the MAC covers that choice), like S3's unsigned payloads: hashing a 1 MiB image on
+every hop cost more CPU than anything else the leader does. The storing node hashes the image
+once, for its own record, and returns that digest; the uploading client compares it with its
+own (`cloud-p2p-stress` does), so the image is still checked end to end. The receiver accepts
+a head-only signature only where the caller allows it (image stores), never for election
+messages.
 """
 
 from __future__ import annotations
@@ -20,6 +28,10 @@ from collections.abc import Callable
 
 HEADER = "x-cloud-p2p-auth"
 MIN_SECRET_BYTES = 16
+HEAD_ONLY = "head"  # the signature's last field when it does not cover the body
+# What the MAC covers in place of the body's 32-byte digest: another length, so no body can
+# make a head-only MAC equal a body-covering one.
+_NO_BODY = b"head-only"
 
 
 class PeerAuth:
@@ -44,28 +56,43 @@ class PeerAuth:
         return hmac.digest(self._secret, head + body_sha256, "sha256").hex()  # one C call
 
     def sign(self, method: str, target: str, body: bytes = b"",
-             body_sha256: bytes | None = None) -> str:
-        """`body_sha256`: the body's digest when the caller has it already (an image is hashed
-        once per node, not once for the signature and again for the store)."""
+             body_sha256: bytes | None = None, *, head_only: bool = False) -> str:
+        """`body_sha256`: the body's digest when the caller has it already. `head_only`: the
+        signature does not cover the body (see the module's docstring)."""
         ms = int(self._clock() * 1000)
         nonce = f"{self._nonce_prefix}{next(self._counter):x}"
+        if head_only:
+            mac = self._mac(self.node_id, ms, nonce, method, target, _NO_BODY)
+            return f"{self.node_id}:{ms}:{nonce}:{mac}:{HEAD_ONLY}"
         digest = body_sha256 or hashlib.sha256(body).digest()
         mac = self._mac(self.node_id, ms, nonce, method, target, digest)
         return f"{self.node_id}:{ms}:{nonce}:{mac}"
 
-    def verify(self, value: str | None, method: str, target: str, body: bytes,
-               body_sha256: bytes | None = None) -> str | None:
-        """None if the request is authentic; else the reason it is refused."""
+    def verify(self, value: str | None, method: str, target: str, body: bytes = b"",
+               body_sha256: bytes | Callable[[], bytes] | None = None, *,
+               head_only_ok: bool = False) -> str | None:
+        """None if the request is authentic; else the reason it is refused. `body_sha256`:
+        the body's digest, or a function that computes it (called only if the signature
+        covers the body). `head_only_ok`: accept a signature over the head only."""
         if not value:
             return "missing peer signature"
         parts = value.split(":")
-        if len(parts) != 4 or not parts[0].isdigit() or not parts[1].isdigit():
+        head_only = len(parts) == 5 and parts[4] == HEAD_ONLY
+        if (len(parts) != 4 and not head_only) or not parts[0].isdigit() \
+                or not parts[1].isdigit():
             return "malformed peer signature"
+        if head_only and not head_only_ok:
+            return "this request must be signed over its body"
         sender, ms, nonce, mac = int(parts[0]), int(parts[1]), parts[2], parts[3]
         now = self._clock()
         if abs(now - ms / 1000) > self.window:
             return "peer signature outside the time window (clocks out of sync, or a replay)"
-        digest = body_sha256 or hashlib.sha256(body).digest()
+        if head_only:
+            digest = _NO_BODY
+        elif callable(body_sha256):
+            digest = body_sha256()
+        else:
+            digest = body_sha256 or hashlib.sha256(body).digest()
         if not hmac.compare_digest(mac, self._mac(sender, ms, nonce, method, target, digest)):
             return "bad peer signature (wrong cluster secret?)"
         self._forget_old(now)

@@ -300,14 +300,13 @@ def _joined(chunks: list[bytes]) -> bytes:
 
 class Tee:
     """A body read once from its source and kept, so it can be sent more than once (to the
-    next node, when a target fails mid-upload), and hashed on the way."""
+    next node, when a target fails mid-upload), and hashed if asked."""
 
     def __init__(self, source: AsyncIterator[bytes] | None, length: int | None = None) -> None:
         self._source = source  # None: nothing more to read (Tee.of)
         self.length = length  # the Content-Length announced, if any
         self._chunks: list[bytes] = []
-        self._hash = hashlib.sha256()
-        self._digest: bytes | None = None  # known in advance (Tee.of)
+        self._digest: bytes | None = None  # computed when first asked for, or given (Tee.of)
         self.complete = False
 
     @classmethod
@@ -316,8 +315,6 @@ class Tee:
         tee = cls(None, len(data))
         tee._chunks = [data] if data else []
         tee._digest = sha256
-        if sha256 is None:
-            tee._hash.update(data)
         tee.complete = True
         return tee
 
@@ -337,7 +334,6 @@ class Tee:
                     self.complete = True
                     return
                 self._chunks.append(chunk)
-                self._hash.update(chunk)
 
     async def read(self) -> bytes:
         async for _ in self.replay():
@@ -345,9 +341,16 @@ class Tee:
         return _joined(self._chunks)
 
     def sha256(self) -> bytes:
+        """Computed only when asked for: a leader passing an image on does not hash it (the
+        node that stores it does)."""
         if not self.complete:
             raise RuntimeError("the body has not been read to its end")
-        return self._digest or self._hash.digest()
+        if self._digest is None:
+            h = hashlib.sha256()
+            for piece in self._chunks:
+                h.update(piece)
+            self._digest = h.digest()
+        return self._digest
 
 
 class SourceFailed(Exception):

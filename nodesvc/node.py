@@ -62,7 +62,7 @@ UPLOAD_DEADLINE = 8.0                # how long a node tries to find a leader fo
 # Uploads larger than this are passed on to their target while they arrive (less memory held,
 # the target starts sooner); smaller ones are read whole first: measured on the lab at 64
 # concurrent 64 KiB and 1 MiB uploads, streaming them cost 10-15% more CPU per upload
-# (chunked framing, a trailer, one write per piece) for no gain in throughput.
+# (chunked framing, one write per piece) for no gain in throughput.
 STREAM_ABOVE = 1 << 20
 CONTENT_TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg",
                  "gif": "image/gif", "webp": "image/webp", "bmp": "image/bmp",
@@ -409,14 +409,16 @@ class Node:
 
     async def _peer_request(self, pid: int, method: str, target: str, body: bytes = b"",
                             headers: Iterable[tuple[str, str]] = (),
-                            timeout: float = 10.0, body_sha256: bytes | None = None) -> Response:
-        """A request to another node, signed when the cluster has a secret. An image upload
-        asks for `100 Continue`, so a peer that went silent (power cut, partition, pause) is
-        given up on after `leader_timeout`, not after `timeout`."""
+                            timeout: float = 10.0, image: bool = False) -> Response:
+        """A request to another node, signed when the cluster has a secret (over its head
+        only for an `image`, which the storing node hashes itself: see nodesvc/auth.py). An
+        image upload asks for `100 Continue`, so a peer that went silent (power cut,
+        partition, pause) is given up on after `leader_timeout`, not after `timeout`."""
         host, port = self.addresses[pid]
         all_headers = list(headers)
         if self.auth is not None:
-            all_headers.append((AUTH_HEADER, self.auth.sign(method, target, body, body_sha256)))
+            all_headers.append((AUTH_HEADER, self.auth.sign(method, target, body,
+                                                            head_only=image)))
         return await self.client.request(
             host, port, method, target, body, all_headers, timeout,
             expect_continue=self.election.timings.leader_timeout if method == "PUT" else None)
@@ -427,8 +429,8 @@ class Node:
             or LOCAL_ONLY in req.headers
         if peer_only and self.auth is not None:
             signature = req.headers.get(AUTH_HEADER) or req.trailers.get(AUTH_HEADER)
-            reason = self.auth.verify(signature, req.method, req.target,
-                                      req.body, req.body_sha256() if req.body else None)
+            reason = self.auth.verify(signature, req.method, req.target, req.body,
+                                      req.body_sha256, head_only_ok=_is_image_put(req))
             if reason is not None:
                 self.metrics.refused.labels(why="peer").inc()
                 log.warning("[Node %d] refused %s %s: %s", self.id, req.method,
@@ -518,7 +520,7 @@ class Node:
             if self.election.role is not Role.LEADER:
                 return error(503, "not leader", f"node {self.id} no longer leads",
                              headers=[("retry-after", "1")])
-            return await self.place(name, Tee.of(req.body, req.body_sha256()))  # verified
+            return await self.place(name, Tee.of(req.body))  # signed by a follower
         body = Tee(req.stream.chunks(), req.content_length) if req.stream is not None \
             else Tee.of(req.body)
         deadline = time.monotonic() + UPLOAD_DEADLINE
@@ -533,8 +535,7 @@ class Node:
             try:
                 resp = await self._peer_request(leader, "PUT", f"/images/{name}", data,
                                                 [(FORWARDED, str(self.id))],
-                                                timeout=UPLOAD_DEADLINE * 2,
-                                                body_sha256=body.sha256())
+                                                timeout=UPLOAD_DEADLINE * 2, image=True)
             except PeerUnreachable as exc:
                 log.info("[Node %d] leader %d unreachable (%s); waiting for a new one",
                          self.id, leader, exc)
@@ -622,8 +623,7 @@ class Node:
         if body.complete or (body.length is not None and body.length <= STREAM_ABOVE):
             data = await body.read()  # whole: one signed request with a Content-Length
             resp = await self._peer_request(target, "PUT", path, data,
-                                            timeout=UPLOAD_DEADLINE * 2,
-                                            body_sha256=body.sha256())
+                                            timeout=UPLOAD_DEADLINE * 2, image=True)
         else:
             resp = await self._stream_to(target, path, body)
         if resp.status >= 500 and resp.status != 507:
@@ -631,22 +631,16 @@ class Node:
         return resp
 
     async def _stream_to(self, target: int, path: str, body: Tee) -> Response:
-        """Pass a large upload on as it arrives: chunked, signed in a trailer over the digest
-        of everything sent."""
+        """Pass a large upload on as it arrives, chunked, signed over its head (an image)."""
         host, port = self.addresses[target]
-        auth = self.auth
-
-        def signature() -> list[tuple[str, str]]:  # over the digest, once all is sent
-            return [(AUTH_HEADER, auth.sign("PUT", path, body_sha256=body.sha256()))] \
-                if auth is not None else []
-
+        headers = [(AUTH_HEADER, self.auth.sign("PUT", path, head_only=True))] \
+            if self.auth is not None else []
         if not body.complete:
             self.metrics.streamed.inc()
         try:
             resp = await self.client.stream(
-                host, port, "PUT", path, body, timeout=UPLOAD_DEADLINE * 2,
-                wait=self.election.timings.leader_timeout,
-                trailer_names=AUTH_HEADER if auth is not None else "", trailers=signature)
+                host, port, "PUT", path, body, headers, timeout=UPLOAD_DEADLINE * 2,
+                wait=self.election.timings.leader_timeout)
         except SourceFailed as exc:
             raise exc.cause from None
         return resp
@@ -810,6 +804,14 @@ class Node:
             who = "electing a leader"
         warn = f", CONFIG MISMATCH with {e.config_mismatches()}" if e.config_mismatches() else ""
         return f"{who}, term {e.term}, {len(self.store)} images stored{warn}"
+
+
+def _is_image_put(req: Request) -> bool:
+    """An image passed on between nodes: to the node that stores it, or from a follower to
+    the leader. Only these may be signed over their head alone."""
+    return req.method == "PUT" and (req.path.startswith("/peer/store/")
+                                    or (FORWARDED in req.headers
+                                        and req.path.startswith("/images/")))
 
 
 def _not_allowed(allowed: str) -> Response:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 
 import orjson
 
+from nodesvc.auth import PeerAuth
 from nodesvc.election import Kind, Message
 from nodesvc.localcluster import LocalCluster
 
@@ -36,6 +38,26 @@ def test_a_forged_coordinator_from_outside_does_not_change_the_leader(
     assert all("evil.png" not in cluster.files(n) for n in (1, 2, 3))
     _, metrics = cluster.request(1, "GET", "/metrics")
     assert b'cloudp2p_refused_requests_total{why="peer"}' in metrics
+
+
+def test_only_images_may_be_signed_over_their_head(cluster: LocalCluster) -> None:
+    # A head-only signature (what the leader sends with an image) made with the real secret:
+    # the storing node accepts it and hashes the image itself; an election message signed
+    # that way is refused, since its body would not be covered.
+    assert cluster.secret_file is not None
+    me = PeerAuth(cluster.secret_file.read_text().strip().encode(), 1)
+    path = "/peer/store/head-signed.png"
+    code, body = cluster.request(2, "PUT", path, b"image bytes",
+                                 headers={"x-cloud-p2p-auth": me.sign("PUT", path,
+                                                                      head_only=True)})
+    assert code == 201
+    assert orjson.loads(body)["sha256"] == hashlib.sha256(b"image bytes").hexdigest()
+    msg = forged(Kind.COORDINATOR, 1, 10_000)
+    code, body = cluster.request(2, "POST", "/peer/msg", msg,
+                                 headers={"x-cloud-p2p-auth": me.sign("POST", "/peer/msg",
+                                                                      head_only=True)})
+    assert code == 401 and b"signed over its body" in body
+    assert all(cluster.status(n)["term"] < 10_000 for n in (1, 2, 3))
 
 
 def test_a_node_with_another_secret_cannot_join(make_cluster) -> None:  # type: ignore[no-untyped-def]

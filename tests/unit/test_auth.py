@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -99,3 +100,46 @@ def test_nonces_differ_between_messages_and_between_restarts() -> None:
     sigs.append(restarted.sign("POST", "/peer/msg", b"x"))
     assert len({s.split(":")[2] for s in sigs}) == 4
     assert all(receiver.verify(s, "POST", "/peer/msg", b"x") is None for s in sigs)
+
+
+def test_a_head_only_signature_is_accepted_only_where_allowed() -> None:
+    clock = Clock()
+    a, b = PeerAuth(SECRET, 1, clock=clock), PeerAuth(SECRET, 2, clock=clock)
+    sig = a.sign("PUT", "/peer/store/x.png", head_only=True)
+    assert sig.endswith(":head")
+    assert b.verify(sig, "PUT", "/peer/store/x.png") == "this request must be signed over its body"
+
+    def never() -> bytes:
+        raise AssertionError("a head-only signature needs no digest")
+
+    assert b.verify(sig, "PUT", "/peer/store/x.png", b"any body", never,
+                    head_only_ok=True) is None
+    other = a.sign("PUT", "/peer/store/x.png", head_only=True)
+    assert "bad peer signature" in (b.verify(other, "PUT", "/peer/store/y.png",
+                                             head_only_ok=True) or "")
+
+
+def test_the_choice_of_head_only_is_covered_by_the_mac() -> None:
+    clock = Clock()
+    a, b = PeerAuth(SECRET, 1, clock=clock), PeerAuth(SECRET, 2, clock=clock)
+    covered = a.sign("PUT", "/peer/store/x.png", b"body")
+    assert "bad peer signature" in (b.verify(covered + ":head", "PUT", "/peer/store/x.png",
+                                             b"other", head_only_ok=True) or "")
+    head_only = a.sign("PUT", "/peer/store/x.png", head_only=True)
+    stripped = head_only.removesuffix(":head")
+    assert "bad peer signature" in (b.verify(stripped, "PUT", "/peer/store/x.png", b"",
+                                             head_only_ok=True) or "")
+
+
+def test_a_body_covering_signature_uses_the_digest_function() -> None:
+    clock = Clock()
+    a, b = PeerAuth(SECRET, 1, clock=clock), PeerAuth(SECRET, 2, clock=clock)
+    sig = a.sign("PUT", "/peer/store/x.png", b"body")
+    calls: list[int] = []
+
+    def digest() -> bytes:
+        calls.append(1)
+        return hashlib.sha256(b"body").digest()
+
+    assert b.verify(sig, "PUT", "/peer/store/x.png", b"", digest) is None
+    assert calls == [1]
