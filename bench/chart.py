@@ -3,16 +3,17 @@
     python -m bench.chart [--json reports/compare.json] [--out reports/compare.png]
 
 One panel per image size; in each, a group of bars per client count: one colour per system,
-plain bars for the Python load generator, hatched for wrk. Rows with "limit_rps" (from
-reports/lab-limits.json) add a red line per distinct lab limit, named in the panel's legend;
-a limit far above the bars is only named there (marked "off scale"), so the bars stay readable.
+plain bars for the Python load generator, hatched for wrk; a cell measured more than once
+(the peer's) at its mean. Rows with "limit_rps" (from reports/lab-limits.json) add a red line
+per distinct lab limit, named in the panel's legend; a limit far above the bars is only named
+there (marked "off scale"), so the bars stay readable.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,18 @@ LIMIT_STYLES = ("--", ":", "-.")
 
 def _order(values: set[Any], preferred: Sequence[Any]) -> list[Any]:
     return [v for v in preferred if v in values] + sorted(values - set(preferred), key=str)
+
+
+def _merged(rows: list[dict[str, Any]],
+            gen: Callable[[dict[str, Any]], str]) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """One bar per system, generator and client count: a cell measured more than once (the
+    peer, next to each cloud-p2p system) is drawn at its mean, with all its failures."""
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["system"], gen(r), r["clients"]), []).append(r)
+    return {key: {**rs[0], "rps": sum(float(r["rps"]) for r in rs) / len(rs),
+                  "failed": sum(int(r.get("failed", 0)) for r in rs)}
+            for key, rs in groups.items()}
 
 
 def render(rows: list[dict[str, Any]], out: Path) -> Path:
@@ -50,7 +63,7 @@ def render(rows: list[dict[str, Any]], out: Path) -> Path:
     fig, axes = plt.subplots(1, len(sizes), figsize=(5.4 * len(sizes), 5.6), squeeze=False)
     width = 0.8 / len(series)
     for ax, size in zip(axes[0], sizes, strict=True):
-        cells = {(r["system"], gen(r), r["clients"]): r for r in rows if r["size"] == size}
+        cells = _merged([r for r in rows if r["size"] == size], gen)
         clients = sorted({c for _, _, c in cells})
         top = max((float(r["rps"]) for r in cells.values()), default=1.0) or 1.0
         for i, (system, g) in enumerate(series):

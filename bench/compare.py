@@ -13,7 +13,10 @@ reuses that file), deploys cloud-p2p with playbooks/deploy.yml for each of its s
 the peer up, and runs every cell.
 
 Systems: cloud-p2p with fsync (the default), cloud-p2p with durability "none" (re-deployed,
-rolling), and HAProxy on h1 in front of nginx on every host (nginx does not fsync). Each cell:
+rolling), and HAProxy on h1 in front of nginx on every host (nginx does not fsync). The peer
+runs beside cloud-p2p on the same hosts, and each of its cells is measured right after the
+same cell of each cloud-p2p system ("paired_with" in its row): the lab's disk gets slower as
+it fills, so measuring the peer only at the end favoured whichever ran first. Each cell:
 N concurrent clients uploading distinct PNGs of one size, first with the Python load generator
 (drive(), a fixed number of requests; "generator": "python"), then with wrk for a fixed time
 (bench/wrk.py; "generator": "wrk"). Both run on the same 2-core machine as the lab: for small
@@ -21,7 +24,8 @@ images the generator, not the servers, may be the limit; wrk costs far less CPU 
 The lab deploy sets no client token; for a cluster that has one, pass --token-file (default
 $CLOUD_P2P_TOKEN_FILE, as cloud-p2p-client).
 
-Every row gets ratio_to_peer (rps over haproxy+nginx's, same cell and generator) and, when
+Every row gets ratio_to_peer (rps over haproxy+nginx's measured next to it: same cell and
+generator) and, when
 reports/lab-limits.json exists, limit_rps and ratio_to_limit: the raw TCP rate for that image
 size, and for cloud-p2p fsync also the disk's durable write rate (best of 1, 8 and 64
 writers), whichever is lower. After deploying cloud-p2p with fsync it also measures the
@@ -248,12 +252,19 @@ def limit_rps(system: str, size: int, limits: dict[str, Any]) -> float:
 
 
 def add_ratios(rows: list[dict[str, Any]], limits: dict[str, Any] | None) -> None:
-    """ratio_to_peer (same size, clients and generator; None without a peer row) and, with
-    limits, limit_rps and ratio_to_limit."""
-    peer = {(r["size"], r["clients"], r["generator"]): r["rps"] for r in rows
-            if r["system"] == PEER_SYSTEM}
+    """ratio_to_peer (same size, clients and generator, the peer's row measured next to this
+    one if there is one, else its first; None without a peer row) and, with limits,
+    limit_rps and ratio_to_limit."""
+    peer: dict[tuple[Any, ...], float] = {}
     for r in rows:
-        base = peer.get((r["size"], r["clients"], r["generator"]))
+        if r["system"] == PEER_SYSTEM:
+            cell = (r["size"], r["clients"], r["generator"])
+            peer.setdefault(cell, r["rps"])
+            peer[(*cell, r.get("paired_with"))] = r["rps"]
+    for r in rows:
+        cell = (r["size"], r["clients"], r["generator"])
+        base = r["rps"] if r["system"] == PEER_SYSTEM \
+            else peer.get((*cell, r["system"]), peer.get(cell))
         r["ratio_to_peer"] = round(r["rps"] / base, 2) if base else None
         if limits is not None:
             r["limit_rps"] = round(limit_rps(r["system"], SIZES[r["size"]], limits), 1)
@@ -277,6 +288,24 @@ def chart(path: Path) -> None:
         print(f"chart: {render(rows, path.with_suffix('.png'))}")
 
 
+def run_cell(system: str, address: tuple[str, int], size_name: str, clients: int,
+             generator: str, wrk_seconds: float, token: str | None) -> dict[str, Any]:
+    """One cell against one system; its row (printed as it is done)."""
+    host, port = address
+    size = SIZES[size_name]
+    tag = f"{system.split()[-1]}-{size_name}-{clients}-{generator}-{int(time.time())}"
+    if generator == "wrk":
+        cell = run_wrk(host, port, size, clients, wrk_seconds, tag, token)
+    else:
+        cell = asyncio.run(drive(host, port, size, clients, REQUESTS[size_name], tag, token))
+    print(f"{system:20} {size_name:>6} x{clients:<3} {generator:>6} "
+          f"{cell['rps']:>8.1f} req/s {cell['mib_s']:>7.1f} MiB/s "
+          f"p50 {cell['p50_ms']:>7.2f} ms p99 {cell['p99_ms']:>8.2f} ms "
+          f"failed {cell['failed']}", flush=True)
+    return {"system": system, "size": size_name, "clients": clients, "generator": generator,
+            **cell}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     token = args.token_file.read_text().strip() if args.token_file else None
@@ -292,38 +321,30 @@ def main(argv: list[str] | None = None) -> int:
     limits = load_limits(args.limits)
     lab = existing_hosts()
     rows: list[dict[str, Any]] = []
-    for system in args.systems:
-        cell_token = None
+    with_peer = PEER_SYSTEM in args.systems
+    if with_peer:
+        setup_peer()
+    ours = [s for s in args.systems if s != PEER_SYSTEM]
+    for system in ours or [None]:  # None: the peer alone
         make_room()
-        if system.startswith("cloud-p2p"):
+        if system is not None:
             deploy("none" if "no-fsync" in system else "fsync")
             if limits is not None and "no-fsync" not in system:
                 # The node's own durable write path on the same disk, without HTTP: what
                 # group commit makes of the disk's fsync rate.
                 lab_limits.measure_store(lab[0], limits)
                 args.limits.write_bytes(orjson.dumps(limits, option=orjson.OPT_INDENT_2))
-            host, port = leader_address()
-            cell_token = token
-        else:
-            setup_peer()
-            host, port = lab[0].address, 8000
+        targets = ([(system, leader_address(), token)] if system is not None else []) \
+            + ([(PEER_SYSTEM, (lab[0].address, 8000), None)] if with_peer else [])
         for size_name in args.sizes:
-            size = SIZES[size_name]
             for clients in args.clients:
-                tag = f"{system.split()[-1]}-{size_name}-{clients}-{int(time.time())}"
                 for generator in ("python",) if args.no_wrk else ("python", "wrk"):
-                    if generator == "wrk":
-                        cell = run_wrk(host, port, size, clients, args.wrk_seconds, tag,
-                                       cell_token)
-                    else:
-                        cell = asyncio.run(drive(host, port, size, clients,
-                                                 REQUESTS[size_name], tag, cell_token))
-                    rows.append({"system": system, "size": size_name, "clients": clients,
-                                 "generator": generator, **cell})
-                    print(f"{system:20} {size_name:>6} x{clients:<3} {generator:>6} "
-                          f"{cell['rps']:>8.1f} req/s {cell['mib_s']:>7.1f} MiB/s "
-                          f"p50 {cell['p50_ms']:>7.2f} ms p99 {cell['p99_ms']:>8.2f} ms "
-                          f"failed {cell['failed']}", flush=True)
+                    for name, address, cell_token in targets:
+                        row = run_cell(name, address, size_name, clients, generator,
+                                       args.wrk_seconds, cell_token)
+                        if name == PEER_SYSTEM:
+                            row["paired_with"] = system
+                        rows.append(row)
         write_report(rows, limits, args.json)  # after each system: partial results survive
     if "cloud-p2p no-fsync" in args.systems:
         deploy("fsync")

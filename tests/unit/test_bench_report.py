@@ -1,0 +1,38 @@
+"""bench.compare's ratios: each cloud-p2p row is compared with the peer's row measured next
+to it, not with a peer measured at another time."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.compare import PEER_SYSTEM, add_ratios
+
+
+def row(system: str, rps: float, paired_with: str | None = None) -> dict[str, Any]:
+    r: dict[str, Any] = {"system": system, "size": "64KiB", "clients": 64, "generator": "wrk",
+                         "rps": rps}
+    if paired_with is not None:
+        r["paired_with"] = paired_with
+    return r
+
+
+def test_each_system_is_compared_with_the_peer_measured_beside_it() -> None:
+    rows = [row("cloud-p2p fsync", 2000), row(PEER_SYSTEM, 4000, "cloud-p2p fsync"),
+            row("cloud-p2p no-fsync", 2100), row(PEER_SYSTEM, 3000, "cloud-p2p no-fsync")]
+    add_ratios(rows, None)
+    assert [r["ratio_to_peer"] for r in rows] == [0.5, 1.0, 0.7, 1.0]
+
+
+def test_an_unpaired_peer_row_serves_every_system() -> None:
+    rows = [row("cloud-p2p fsync", 1000), row(PEER_SYSTEM, 4000),
+            row("cloud-p2p no-fsync", 3000)]
+    add_ratios(rows, None)
+    assert [r["ratio_to_peer"] for r in rows] == [0.25, 1.0, 0.75]
+
+
+def test_limits_are_the_disk_for_fsync_and_tcp_for_the_rest() -> None:
+    limits = {"tcp_mib_s": 1024.0, "durable_by_size": {"65536": {"8": 500.0, "64": 800.0}}}
+    rows = [row("cloud-p2p fsync", 400), row(PEER_SYSTEM, 4000, "cloud-p2p fsync")]
+    add_ratios(rows, limits)
+    assert rows[0]["limit_rps"] == 800.0 and rows[0]["ratio_to_limit"] == 0.5
+    assert rows[1]["limit_rps"] == 16384.0
