@@ -16,7 +16,8 @@ Systems: cloud-p2p with fsync (the default), cloud-p2p with durability "none" (r
 rolling), and HAProxy on h1 in front of nginx on every host (nginx does not fsync). The peer
 runs beside cloud-p2p on the same hosts, and each of its cells is measured right after the
 same cell of each cloud-p2p system ("paired_with" in its row): the lab's disk gets slower as
-it fills, so measuring the peer only at the end favoured whichever ran first. Each cell:
+it fills, so measuring the peer only at the end favoured whichever ran first. Every cell
+starts with the disk written out (`sync`, see flush_disk). Each cell:
 N concurrent clients uploading distinct PNGs of one size, first with the Python load generator
 (drive(), a fixed number of requests; "generator": "python"), then with wrk for a fixed time
 (bench/wrk.py; "generator": "wrk"). Both run on the same 2-core machine as the lab: for small
@@ -65,8 +66,8 @@ PEER_SYSTEM = "haproxy+nginx"
 WRK_SECONDS = 8.0
 
 
-def sh(h: hosts.HostPlan, command: str) -> None:
-    r = hosts.ssh(h, command, timeout=60)
+def sh(h: hosts.HostPlan, command: str, timeout: float = 60) -> None:
+    r = hosts.ssh(h, command, timeout=timeout)
     if r.returncode != 0:
         raise RuntimeError(f"{h.name}: {command[:60]}...: {r.stderr.strip()[-300:]}")
 
@@ -108,7 +109,8 @@ def wipe_stored() -> None:
     for h in lab:
         sh(h, "systemctl is-active -q cloud-p2p && systemctl stop cloud-p2p "
               "&& touch /run/cloud-p2p-was-active; "
-              f"find {' '.join(BENCH_DATA)} -mindepth 1 -delete 2>/dev/null; sync; true")
+              f"find {' '.join(BENCH_DATA)} -mindepth 1 -delete 2>/dev/null; sync; true",
+           timeout=900)  # tens of GiB in hundreds of thousands of files
     for h in lab:  # a start right after a stop can fail in the lab's containers (219/CGROUP);
         # systemd then restarts the unit by itself a second later (Restart=on-failure)
         sh(h, "if [ -e /run/cloud-p2p-was-active ]; then rm /run/cloud-p2p-was-active; "
@@ -116,6 +118,14 @@ def wipe_stored() -> None:
     print(f"(wiped the lab's stored images; waiting {INODE_REUSE_WAIT:.0f} s for the disk's "
           "inode allocator)", flush=True)
     time.sleep(INODE_REUSE_WAIT)
+
+
+def flush_disk() -> None:
+    """Write out every dirty page of the lab's disk before a cell. nginx does not fsync, so
+    it leaves up to gigabytes behind; cloud-p2p's group commit flushes with syncfs(2), which
+    writes out every dirty page of the filesystem, so without this the first cell after the
+    peer's paid for the peer's data (p99 over a second, half the req/s)."""
+    sh(existing_hosts()[0], "sync", timeout=600)
 
 
 def free_gib() -> float:
@@ -293,6 +303,7 @@ def run_cell(system: str, address: tuple[str, int], size_name: str, clients: int
     """One cell against one system; its row (printed as it is done)."""
     host, port = address
     size = SIZES[size_name]
+    flush_disk()
     tag = f"{system.split()[-1]}-{size_name}-{clients}-{generator}-{int(time.time())}"
     if generator == "wrk":
         cell = run_wrk(host, port, size, clients, wrk_seconds, tag, token)
