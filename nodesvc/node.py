@@ -22,7 +22,7 @@ from dataclasses import asdict
 
 import orjson
 
-from nodesvc import __version__
+from nodesvc import __version__, fdlimit
 from nodesvc.auth import HEADER as AUTH_HEADER
 from nodesvc.auth import PeerAuth
 from nodesvc.config import NodeSettings
@@ -147,6 +147,9 @@ class Node:
         for name in removed:
             log.info("[Node %d] removed leftover temporary file %s", self.id, name)
         s = self.settings
+        fd_warning = fdlimit.ensure(s.config.max_connections)
+        if fd_warning is not None:
+            log.warning("[Node %d] %s", self.id, fd_warning)
         server = await start_server(self.server.serve, s.bind_host, s.bind_port,
                                     reuse_address=True, backlog=1024)
         log.info("[Node %d] listening on %s:%d (%d images in %s, config %s)", self.id,

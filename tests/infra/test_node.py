@@ -83,6 +83,14 @@ def test_cluster_secret_is_readable_only_by_the_service(host, service_user) -> N
     assert "peer authentication is OFF" not in log
 
 
+def test_service_may_open_a_file_per_connection(host, cluster_config) -> None:  # type: ignore[no-untyped-def]
+    pid = host.check_output("systemctl show cloud-p2p -p MainPID --value")
+    limits = host.check_output(f"cat /proc/{pid}/limits")
+    line = next(x for x in limits.splitlines() if x.startswith("Max open files"))
+    soft = line.split()[3]
+    assert soft == "unlimited" or int(soft) >= cluster_config.get("max_connections", 1024) + 256
+
+
 def test_unit_is_hardened(host) -> None:  # type: ignore[no-untyped-def]
     props = host.check_output(
         "systemctl show cloud-p2p -p ProtectSystem -p NoNewPrivileges -p PrivateTmp "
