@@ -93,6 +93,26 @@ def test_stress_playbook_passes_and_checks_every_host() -> None:
         assert f"node {node}: {count} files, all with the right sha256" in out
 
 
+def test_stress_runs_from_a_remote_client_host(tmp_path: Path) -> None:
+    """The client group may be a machine other than the control machine: here h1, which
+    runs the client that deploy.yml installed there, uploads to every node through their
+    firewalls, and its report comes back to the control machine."""
+    remote = tmp_path / "inventory.ini"
+    lines = INVENTORY.read_text().splitlines()
+    client = lines.index("[client]")
+    remote.write_text("\n".join([*lines[:client + 1], "h1", *lines[client + 2:]]) + "\n")
+    report_file = ROOT / "reports" / "last-stress.json"
+    before = orjson.loads(report_file.read_bytes())["run_id"] if report_file.exists() else None
+    rc, out, _ = playbook("playbooks/stress.yml", "-e", "cloud_p2p_stress_requests=5",
+                          inventory=remote)
+    assert rc == 0, out[-3000:]
+    assert "RESULT: PASS" in out
+    assert "TASK [cloud_p2p_stress : Run the stress test]" in out and "changed: [h1]" in out
+    report = orjson.loads(report_file.read_bytes())
+    assert report["run_id"] != before
+    assert report["summary"]["ok"] == 50
+
+
 def test_ufw_drops_a_port_that_is_not_allowed() -> None:
     """A listener on 8080 answers inside the host, but the firewall drops it from outside,
     while the cluster port is reachable."""
