@@ -536,9 +536,8 @@ class Node:
                 return await self.place(name, body)
             data = await body.read()  # a follower passes the upload on whole, signed
             try:
-                resp = await self._peer_request(leader, "PUT", f"/images/{name}", data,
-                                                [(FORWARDED, str(self.id))],
-                                                timeout=UPLOAD_DEADLINE * 2, image=True)
+                resp = await self._send_image(leader, f"/images/{name}", data,
+                                              [(FORWARDED, str(self.id))])
             except PeerUnreachable as exc:
                 log.info("[Node %d] leader %d unreachable (%s); waiting for a new one",
                          self.id, leader, exc)
@@ -625,12 +624,26 @@ class Node:
         path = f"/peer/store/{name}"
         if body.complete or (body.length is not None and body.length <= STREAM_ABOVE):
             data = await body.read()  # whole: one signed request with a Content-Length
-            resp = await self._peer_request(target, "PUT", path, data,
-                                            timeout=UPLOAD_DEADLINE * 2, image=True)
+            resp = await self._send_image(target, path, data)
         else:
             resp = await self._stream_to(target, path, body)
+            if resp.status == 401 and self.auth is not None:  # see _send_image
+                resp = await self._peer_request(target, "PUT", path, await body.read(),
+                                                timeout=UPLOAD_DEADLINE * 2)
         if resp.status >= 500 and resp.status != 507:
             raise PeerUnreachable(f"node {target} answered {resp.status}")
+        return resp
+
+    async def _send_image(self, pid: int, path: str, data: bytes,
+                          headers: Iterable[tuple[str, str]] = ()) -> Response:
+        """An image to another node, signed over its head. A node of a release from before
+        head-only signatures refuses that with 401: during a rolling upgrade it gets the image
+        again, signed over its body (tests/integration/test_upgrade.py)."""
+        resp = await self._peer_request(pid, "PUT", path, data, headers,
+                                        timeout=UPLOAD_DEADLINE * 2, image=True)
+        if resp.status == 401 and self.auth is not None:
+            resp = await self._peer_request(pid, "PUT", path, data, headers,
+                                            timeout=UPLOAD_DEADLINE * 2)
         return resp
 
     async def _stream_to(self, target: int, path: str, body: Tee) -> Response:
