@@ -51,9 +51,10 @@ class PeerAuth:
         self._counter = itertools.count()
 
     def _mac(self, sender: int, ms: int, nonce: str, method: str, target: str,
-             body_sha256: bytes) -> str:
+             covered: bytes) -> str:
+        """`covered`: the body's sha256, or _NO_BODY."""
         head = f"{sender}\n{ms}\n{nonce}\n{method}\n{target}\n".encode()
-        return hmac.digest(self._secret, head + body_sha256, "sha256").hex()  # one C call
+        return hmac.digest(self._secret, head + covered, "sha256").hex()  # one C call
 
     def sign(self, method: str, target: str, body: bytes = b"",
              body_sha256: bytes | None = None, *, head_only: bool = False) -> str:
@@ -69,11 +70,11 @@ class PeerAuth:
         return f"{self.node_id}:{ms}:{nonce}:{mac}"
 
     def verify(self, value: str | None, method: str, target: str, body: bytes = b"",
-               body_sha256: bytes | Callable[[], bytes] | None = None, *,
+               digest: Callable[[], bytes] | None = None, *,
                head_only_ok: bool = False) -> str | None:
-        """None if the request is authentic; else the reason it is refused. `body_sha256`:
-        the body's digest, or a function that computes it (called only if the signature
-        covers the body). `head_only_ok`: accept a signature over the head only."""
+        """None if the request is authentic; else the reason it is refused. `digest`: what
+        gives the body's sha256 if the caller keeps it (called only if the signature covers
+        the body). `head_only_ok`: accept a signature over the head only."""
         if not value:
             return "missing peer signature"
         parts = value.split(":")
@@ -88,12 +89,10 @@ class PeerAuth:
         if abs(now - ms / 1000) > self.window:
             return "peer signature outside the time window (clocks out of sync, or a replay)"
         if head_only:
-            digest = _NO_BODY
-        elif callable(body_sha256):
-            digest = body_sha256()
+            covered = _NO_BODY
         else:
-            digest = body_sha256 or hashlib.sha256(body).digest()
-        if not hmac.compare_digest(mac, self._mac(sender, ms, nonce, method, target, digest)):
+            covered = digest() if digest is not None else hashlib.sha256(body).digest()
+        if not hmac.compare_digest(mac, self._mac(sender, ms, nonce, method, target, covered)):
             return "bad peer signature (wrong cluster secret?)"
         self._forget_old(now)
         if nonce in self._seen:

@@ -421,18 +421,15 @@ class HttpClient:
 
     async def stream(self, host: str, port: int, method: str, target: str, body: Tee,
                      headers: Iterable[tuple[str, str]] = (), timeout: float = 10.0,
-                     wait: float = 1.0, trailer_names: str = "",
-                     trailers: Callable[[], list[tuple[str, str]]] = list) -> Response:
-        """Send `body` as it arrives (chunked), then `trailers()` (computed once the body is
-        complete, e.g. a signature over its digest). The head asks for `100 Continue`, which
+                     wait: float = 1.0) -> Response:
+        """Send `body` as it arrives (chunked). The head asks for `100 Continue`, which
         a live peer sends as soon as it reads the head: if neither it nor a final answer has
         come `wait` seconds after the body was sent, the peer is silent (PeerUnreachable).
         `timeout` bounds each wait on the peer, never the wait for the body's own source; a
         source that breaks off raises SourceFailed and the peer's connection is dropped."""
         key = (host, port)
         all_headers = [("host", f"{host}:{port}"), ("transfer-encoding", "chunked"),
-                       *([("trailer", trailer_names)] if trailer_names else []), *headers,
-                       ("expect", "100-continue")]
+                       *headers, ("expect", "100-continue")]
         idle = self._take_idle(key)
         for reuse in ([True] if idle is not None else []) + [False]:
             conn = idle if reuse else None
@@ -441,7 +438,7 @@ class HttpClient:
                     async with asyncio.timeout(wait):
                         conn = await self._connect(key)
                 return await self._stream_on(key, conn, method, target, all_headers, body,
-                                             timeout, wait, trailers)
+                                             timeout, wait)
             except SourceFailed:
                 if conn is not None:
                     conn.writer.close()
@@ -456,7 +453,7 @@ class HttpClient:
 
     async def _stream_on(self, key: tuple[str, int], conn: _Conn, method: str, target: str,
                          headers: list[tuple[str, str]], body: Tee, timeout: float,
-                         wait: float, trailers: Callable[[], list[tuple[str, str]]]) -> Response:
+                         wait: float) -> Response:
         # Pieces are written together: the head with the first chunk, and everything at
         # once when the body is already whole (one system call instead of three).
         pieces: list[bytes] = [request_head(method, target, headers)]
@@ -476,7 +473,7 @@ class HttpClient:
                 pieces = []
                 async with asyncio.timeout(timeout):
                     await conn.writer.drain()
-        pieces.append(last_chunk(trailers()))
+        pieces.append(last_chunk([]))
         conn.writer.writelines(pieces)
         conn.sent = True
         first = await self._first_answer(conn, wait)

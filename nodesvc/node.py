@@ -534,9 +534,9 @@ class Node:
                              headers=[("retry-after", "1")])
             if leader == self.id:
                 return await self.place(name, body)
-            data = await body.read()  # a follower passes the upload on whole, signed
+            await body.read()  # a follower passes the upload on whole
             try:
-                resp = await self._send_image(leader, f"/images/{name}", data,
+                resp = await self._send_image(leader, f"/images/{name}", body,
                                               [(FORWARDED, str(self.id))])
             except PeerUnreachable as exc:
                 log.info("[Node %d] leader %d unreachable (%s); waiting for a new one",
@@ -621,36 +621,34 @@ class Node:
         if target == self.id:
             data = await body.read()
             return await self.store_local(name, data, body.sha256())
-        path = f"/peer/store/{name}"
-        if body.complete or (body.length is not None and body.length <= STREAM_ABOVE):
-            data = await body.read()  # whole: one signed request with a Content-Length
-            resp = await self._send_image(target, path, data)
-        else:
-            resp = await self._stream_to(target, path, body)
-            if resp.status == 401 and self.auth is not None:  # see _send_image
-                resp = await self._peer_request(target, "PUT", path, await body.read(),
-                                                timeout=UPLOAD_DEADLINE * 2)
+        resp = await self._send_image(target, f"/peer/store/{name}", body)
         if resp.status >= 500 and resp.status != 507:
             raise PeerUnreachable(f"node {target} answered {resp.status}")
         return resp
 
-    async def _send_image(self, pid: int, path: str, data: bytes,
+    async def _send_image(self, pid: int, path: str, body: Tee,
                           headers: Iterable[tuple[str, str]] = ()) -> Response:
-        """An image to another node, signed over its head. A node of a release from before
+        """An image to another node, signed over its head: whole, with a Content-Length, if
+        it is read or small, else passed on as it arrives. A node of a release from before
         head-only signatures refuses that with 401: during a rolling upgrade it gets the image
-        again, signed over its body (tests/integration/test_upgrade.py)."""
-        resp = await self._peer_request(pid, "PUT", path, data, headers,
-                                        timeout=UPLOAD_DEADLINE * 2, image=True)
+        again, whole and signed over its body (tests/integration/test_upgrade.py)."""
+        headers = list(headers)  # sent twice, perhaps
+        if body.complete or (body.length is not None and body.length <= STREAM_ABOVE):
+            resp = await self._peer_request(pid, "PUT", path, await body.read(), headers,
+                                            timeout=UPLOAD_DEADLINE * 2, image=True)
+        else:
+            resp = await self._stream_to(pid, path, body, headers)
         if resp.status == 401 and self.auth is not None:
-            resp = await self._peer_request(pid, "PUT", path, data, headers,
+            resp = await self._peer_request(pid, "PUT", path, await body.read(), headers,
                                             timeout=UPLOAD_DEADLINE * 2)
         return resp
 
-    async def _stream_to(self, target: int, path: str, body: Tee) -> Response:
+    async def _stream_to(self, target: int, path: str, body: Tee,
+                         extra: Iterable[tuple[str, str]] = ()) -> Response:
         """Pass a large upload on as it arrives, chunked, signed over its head (an image)."""
         host, port = self.addresses[target]
-        headers = [(AUTH_HEADER, self.auth.sign("PUT", path, head_only=True))] \
-            if self.auth is not None else []
+        headers = [*extra, *([(AUTH_HEADER, self.auth.sign("PUT", path, head_only=True))]
+                             if self.auth is not None else [])]
         if not body.complete:
             self.metrics.streamed.inc()
         try:
