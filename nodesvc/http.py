@@ -117,7 +117,7 @@ class Body:
         self._parser = parser
         self._reader = reader
         self._limits = limits
-        self._deadline = asyncio.get_running_loop().time() + limits.body_timeout
+        self._deadline = reader.loop.time() + limits.body_timeout
         self.size = 0
         self.done = False
         self.started = False
@@ -132,15 +132,14 @@ class Body:
             yield event  # as the transport delivered it (see wire.Parser): passed on as it is
 
     async def read(self) -> bytes:
-        """The whole body, under one timer for the body deadline (not one per read)."""
+        """The whole body, by the body deadline."""
         self._start()
         chunks: list[bytes] = []
-        async with asyncio.timeout_at(self._deadline):
-            while True:
-                event = await _next_event(self._parser, self._reader)
-                if self._accept(event):
-                    return _joined(chunks)
-                chunks.append(event)
+        while True:
+            event = await _next_event(self._parser, self._reader, self._deadline)
+            if self._accept(event):
+                return _joined(chunks)
+            chunks.append(event)
 
     def _start(self) -> None:
         if self.started:
@@ -269,11 +268,7 @@ async def _next_event(parser: Parser, reader: Connection,
             return event
         if parser.closed:
             return None
-        if deadline is None:
-            parser.feed(await reader.read(READ_SIZE))
-        else:
-            async with asyncio.timeout_at(deadline):
-                parser.feed(await reader.read(READ_SIZE))
+        parser.feed(await reader.read(READ_SIZE, deadline))
 
 
 async def _send(writer: Connection, response: Response, close: bool = False) -> None:
@@ -553,18 +548,18 @@ class HttpClient:
     async def _first_answer(conn: _Conn, wait: float) -> Head | None:
         """Wait `wait` seconds at most for the `100 Continue` (None) or an early final
         answer (its head): the sign that the peer is alive (TimeoutError if it is silent)."""
-        async with asyncio.timeout(wait):
-            while True:
-                event = conn.parser.next_event()
-                if isinstance(event, Head) and event.status >= 200:
-                    return event
-                if isinstance(event, End):
-                    return None  # the end of the 100
-                if event is NEED_DATA:
-                    data = await conn.reader.read(READ_SIZE)
-                    if not data:
-                        raise _StaleConnection("closed before answering")
-                    conn.parser.feed(data)
+        deadline = conn.reader.loop.time() + wait
+        while True:
+            event = conn.parser.next_event()
+            if isinstance(event, Head) and event.status >= 200:
+                return event
+            if isinstance(event, End):
+                return None  # the end of the 100
+            if event is NEED_DATA:
+                data = await conn.reader.read(READ_SIZE, deadline)
+                if not data:
+                    raise _StaleConnection("closed before answering")
+                conn.parser.feed(data)
 
     async def _read_response(self, conn: _Conn, head: Head | None = None) -> Response:
         """Read the final answer (after its head, if that has been read already)."""

@@ -16,7 +16,7 @@ import hmac
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 
@@ -75,19 +75,10 @@ class KeyedLocks:
     def __init__(self) -> None:
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
-    @contextlib.asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users == 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
+    def hold(self, key: str) -> _Held:
+        """`async with locks.hold(key):` (a class, not an asynccontextmanager: that
+        generator machinery cost 2-4% of a node's CPU per upload)."""
+        return _Held(self._locks, key)
 
     def __contains__(self, key: str) -> bool:
         return key in self._locks
@@ -112,7 +103,12 @@ class Node:
                     cfg.election_timeout_ms / 1000),
             config_hash=cfg.hash)
         self.placement = Placement()
-        self.client = HttpClient(connect_timeout=cfg.election_timeout_ms / 1000)
+        # Idle connections kept per peer: enough for every upload in flight to come back to
+        # the pool (with 16, a leader serving 64 clients opened a new connection for a
+        # quarter of its forwards, 4-7% of the cluster's CPU), yet all peers' pools together
+        # stay within each node's max_connections.
+        self.client = HttpClient(connect_timeout=cfg.election_timeout_ms / 1000,
+                                 max_idle=max(16, cfg.max_connections // len(cfg.ids)))
         self.auth = PeerAuth(settings.secret, self.id) if settings.secret else None
         self._client_token = settings.client_token
         self.server = HttpServer(self.handle, ServerLimits(
@@ -681,7 +677,7 @@ class Node:
         if stored.created:
             self.metrics.write_result["created"].inc()
             self.metrics.bytes_written.inc(stored.size)
-            log.info('[Node %d] ✓ Saved image to "%s"', self.id, self.store.path(name))
+            log.info('[Node %d] ✓ Saved image to "%s"', self.id, self.store.filename(name))
         body_json = {"name": name, "node": self.id, "sha256": stored.sha256,
                      "bytes": stored.size}
         return json_response(201 if stored.created else 200, body_json)
@@ -818,6 +814,32 @@ class Node:
             who = "electing a leader"
         warn = f", CONFIG MISMATCH with {e.config_mismatches()}" if e.config_mismatches() else ""
         return f"{who}, term {e.term}, {len(self.store)} images stored{warn}"
+
+
+class _Held:
+    def __init__(self, locks: dict[str, tuple[asyncio.Lock, int]], key: str) -> None:
+        self._locks = locks
+        self._key = key
+
+    async def __aenter__(self) -> None:
+        lock, users = self._locks.get(self._key) or (asyncio.Lock(), 0)
+        self._locks[self._key] = (lock, users + 1)
+        try:
+            await lock.acquire()
+        except BaseException:
+            self._release_user()
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._locks[self._key][0].release()
+        self._release_user()
+
+    def _release_user(self) -> None:
+        lock, users = self._locks[self._key]
+        if users == 1:
+            del self._locks[self._key]
+        else:
+            self._locks[self._key] = (lock, users - 1)
 
 
 def _is_image_put(req: Request) -> bool:

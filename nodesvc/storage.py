@@ -4,8 +4,8 @@ A write has two steps, so that many writes can share the expensive part (group c
 node runs both for a whole batch on its committer thread, see write_batch and groupcommit.py):
   stage: the bytes go to a temporary file, a name no valid image can have;
   commit, for the batch: the batch's temporary files are made durable (one
-         `syncfs` for the batch, or one fsync for a batch of one), each is hard-linked to its
-         final name (which fails instead of overwriting) and unlinked, and the directory is
+         `syncfs` for the batch, or one fsync for a batch of one), each is renamed to its
+         final name (a rename that fails instead of overwriting), and the directory is
          fsynced once. Only then is any image of the batch acknowledged.
 So a crash never leaves a partial image under a valid name, and the cost of the two flushes
 is paid once per batch instead of once per image. A full disk removes the temporary file and
@@ -111,6 +111,8 @@ class Store:
         # Temporary names: unique without a random draw per write (leftovers of a crash are
         # removed by open(), and the pid keeps two processes apart).
         self._tmp_serial = itertools.count()
+        self._tmp_prefix = os.path.join(self._dir, f"{TMP_PREFIX}{os.getpid()}-")
+        self._noreplace = _renameat2 is not None  # until the filesystem says it has none
 
     def open(self) -> list[str]:
         """Index the files already there and remove temporary files of a crashed write.
@@ -138,6 +140,11 @@ class Store:
         if not valid_name(name):
             raise ValueError(f"invalid image name {name!r}")
         return self.directory / name
+
+    def filename(self, name: str) -> str:
+        """Where an image is (or would be) stored, as a string: for log lines, without the
+        cost of a Path per image."""
+        return os.path.join(self._dir, name)
 
     def sha256(self, name: str) -> str:
         cached = self._sha.get(name)
@@ -194,7 +201,7 @@ class Store:
         if name in self._sha:
             return self._existing(name, digest, len(data))
         serial = next(self._tmp_serial)
-        tmp = os.path.join(self._dir, f"{TMP_PREFIX}{name}-{os.getpid()}-{serial}")
+        tmp = f"{self._tmp_prefix}{serial}-{name}"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
             try:
@@ -223,8 +230,9 @@ class Store:
         linked = False
         for st in batch:
             try:
-                os.link(st.tmp, os.path.join(self._dir, st.name))  # never overwrites
+                self._publish(st.tmp, os.path.join(self._dir, st.name))
             except FileExistsError:  # written meanwhile (by hand, or a write without lock)
+                _unlink(st.tmp)
                 self._sha[st.name] = None
                 try:
                     results.append(self._existing(st.name, st.sha256, st.size))
@@ -232,10 +240,9 @@ class Store:
                     results.append(exc)
                 continue
             except OSError as exc:
+                _unlink(st.tmp)
                 results.append(_disk_error(exc))
                 continue
-            finally:
-                _unlink(st.tmp)
             linked = True
             results.append(Stored(st.name, st.sha256, st.size, created=True))
         if linked and self.durable:
@@ -266,6 +273,22 @@ class Store:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+
+    def _publish(self, tmp: str, final: str) -> None:
+        """Give a staged file its final name; FileExistsError, and nothing changed, if that
+        name exists. One rename(2) with RENAME_NOREPLACE (Linux 3.15+, on ext4, xfs, btrfs and
+        tmpfs), else a link(2) and an unlink(2): both never overwrite, the first takes one
+        system call (and one hand-back of the GIL) per image instead of two."""
+        if self._noreplace:
+            if _renameat2(_AT_FDCWD, os.fsencode(tmp), _AT_FDCWD, os.fsencode(final),
+                          _RENAME_NOREPLACE) == 0:
+                return
+            err = ctypes.get_errno()
+            if err not in (errno.EINVAL, errno.ENOSYS):
+                raise OSError(err, os.strerror(err), final)
+            self._noreplace = False  # this filesystem has no such rename
+        os.link(tmp, final)
+        _unlink(tmp)
 
     def meta(self, name: str) -> tuple[str, int] | None:
         """(sha256, mtime in ns) of a stored image, or None."""
@@ -313,12 +336,17 @@ def _disk_error(exc: OSError) -> BaseException:
     return exc
 
 
-def _load_syncfs() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
-    """libc's syncfs(2) (Linux), or None: then every file is fsynced on its own."""
+def _load_libc(name: str) -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+    """A libc function (ctypes lets go of the GIL while it runs), or None where libc has none:
+    syncfs(2) (without it every file is fsynced on its own), renameat2(2) (glibc 2.28+;
+    without it a link and an unlink)."""
     try:
-        return ctypes.CDLL(None, use_errno=True).syncfs  # type: ignore[no-any-return]
+        return getattr(ctypes.CDLL(None, use_errno=True), name)  # type: ignore[no-any-return]
     except (OSError, AttributeError):
         return None
 
 
-_syncfs = _load_syncfs()
+_syncfs = _load_libc("syncfs")
+_renameat2 = _load_libc("renameat2")
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1

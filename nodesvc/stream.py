@@ -31,7 +31,9 @@ class Connection(asyncio.Protocol):
         self._reading_paused = False
         self._writing_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
-        self._closed = asyncio.get_running_loop().create_future()
+        # Kept: in Python 3.11 every asyncio.get_running_loop() is also a getpid() system call.
+        self.loop = asyncio.get_running_loop()
+        self._closed = self.loop.create_future()
         self.transport: asyncio.Transport | None = None
 
     # ---- protocol callbacks (called by the event loop) ------------------------------------
@@ -77,19 +79,26 @@ class Connection(asyncio.Protocol):
 
     # ---- reading ------------------------------------------------------------------------
 
-    async def read(self, n: int) -> bytes:
+    async def read(self, n: int, deadline: float | None = None) -> bytes:
         """Up to `n` bytes as they arrived (b"" at the end); the error that broke the
-        connection, if one did."""
+        connection, if one did; TimeoutError if nothing came by the loop time `deadline`.
+
+        The deadline is one timer, set only when the read has to wait: cheaper than an
+        asyncio.timeout() around every read (a Timeout object and a look-up of the current
+        task each time), which cost a node 5% of its CPU per upload."""
         if self._error is not None:
             raise self._error
         while not self._chunks:
             if self._eof:
                 return b""
-            self._read_waiter = asyncio.get_running_loop().create_future()
+            waiter = self._read_waiter = self.loop.create_future()
+            timer = None if deadline is None else self.loop.call_at(deadline, _expire, waiter)
             try:
-                await self._read_waiter
+                await waiter
             finally:
                 self._read_waiter = None
+                if timer is not None:
+                    timer.cancel()
             if self._error is not None:
                 raise self._error
         data = self._chunks[0]
@@ -132,7 +141,7 @@ class Connection(asyncio.Protocol):
             raise ConnectionResetError("connection lost")
         if not self._writing_paused:
             return
-        waiter = asyncio.get_running_loop().create_future()
+        waiter = self.loop.create_future()
         self._drain_waiters.append(waiter)
         await waiter
 
@@ -145,6 +154,11 @@ class Connection(asyncio.Protocol):
 
     async def wait_closed(self) -> None:
         await asyncio.shield(self._closed)
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
 
 
 Handler = Callable[[Connection, Connection], Awaitable[None]]
@@ -171,4 +185,4 @@ class _ServerConnection(Connection):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self.task = asyncio.get_running_loop().create_task(self._handler(self, self))
+        self.task = self.loop.create_task(self._handler(self, self))

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from nodesvc.http import HttpServer, Request, Response, ServerLimits, Tee
-from nodesvc.stream import start_server
+from nodesvc.http import HttpClient, HttpServer, Request, Response, ServerLimits, Tee
+from nodesvc.stream import Connection, start_server
 
 
 async def source(parts: list[bytes], pulled: list[int]) -> AsyncIterator[bytes]:
@@ -93,3 +93,37 @@ def test_a_100_continue_for_a_whole_body_comes_only_when_the_answer_is_slow(
     assert answer.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201") == expect_100
     assert answer.startswith(b"HTTP/1.1 201") != expect_100
     assert answer.endswith(b"hello")
+
+
+@pytest.mark.parametrize(("max_idle", "connections"), [(16, 40 + 24), (64, 40)])
+def test_the_pool_keeps_as_many_idle_connections_as_it_is_allowed(
+        max_idle: int, connections: int) -> None:
+    """Two waves of 40 concurrent requests: a pool that may keep all 40 serves the second wave
+    on them; one that keeps 16 must open 24 new connections for it."""
+    accepted = 0
+
+    async def handler(request: Request) -> Response:
+        await asyncio.sleep(0.05)  # keeps all 40 requests of a wave in flight at once
+        return Response(200, b"ok")
+
+    async def run() -> None:
+        nonlocal accepted
+        server = HttpServer(handler, ServerLimits(max_body=1024))
+
+        async def counting(reader: Connection, writer: Connection) -> None:
+            nonlocal accepted
+            accepted += 1
+            await server.serve(reader, writer)
+
+        listener = await start_server(counting, "127.0.0.1", 0)
+        port = listener.sockets[0].getsockname()[1]
+        client = HttpClient(max_idle=max_idle)
+        for _ in range(2):
+            answers = await asyncio.gather(*(client.request("127.0.0.1", port, "GET", "/x")
+                                             for _ in range(40)))
+            assert {a.status for a in answers} == {200}
+        await client.close()
+        listener.close()
+
+    asyncio.run(run())
+    assert accepted == connections

@@ -109,3 +109,42 @@ def test_durable_writes_sync_the_file_and_the_directory(
     s.write("f.png", b"data")
     assert len(calls) == fsyncs
     assert (tmp_path / "f.png").read_bytes() == b"data"
+
+
+@pytest.mark.parametrize("noreplace", [True, False])
+def test_a_file_that_appears_meanwhile_is_never_overwritten(
+        tmp_path: Path, noreplace: bool) -> None:
+    """Between stage and commit another writer (by hand, say) creates the name. The commit
+    must keep that file's bytes and report the conflict, with renameat2's RENAME_NOREPLACE and
+    with the link-and-unlink fallback alike; no temporary file is left."""
+    s = Store(tmp_path)
+    s.open()
+    s._noreplace = noreplace and storage._renameat2 is not None
+    staged = s.stage("f.png", b"ours")
+    (tmp_path / "f.png").write_bytes(b"theirs")
+    [result] = s.commit([staged])
+    assert isinstance(result, Conflict)
+    assert (tmp_path / "f.png").read_bytes() == b"theirs"
+    assert sorted(os.listdir(tmp_path)) == ["f.png"]
+    staged = s.stage("g.png", b"ours")
+    [result] = s.commit([staged])
+    assert result.created and (tmp_path / "g.png").read_bytes() == b"ours"
+    assert sorted(os.listdir(tmp_path)) == ["f.png", "g.png"]
+
+
+def test_a_filesystem_without_renameat2_falls_back_to_link(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def einval(*args: object) -> int:
+        ctypes_errno.append(errno.EINVAL)
+        return -1
+
+    ctypes_errno: list[int] = []
+    monkeypatch.setattr(storage, "_renameat2", einval)
+    monkeypatch.setattr(storage.ctypes, "get_errno", lambda: ctypes_errno[-1])
+    s = Store(tmp_path)
+    s.open()
+    assert s.write("f.png", b"data").created
+    assert not s._noreplace  # remembered: the next write goes straight to link
+    assert s.write("g.png", b"more").created
+    assert len(ctypes_errno) == 1
+    assert sorted(os.listdir(tmp_path)) == ["f.png", "g.png"]

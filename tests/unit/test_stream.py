@@ -82,6 +82,27 @@ def test_a_waiting_read_wakes_for_data_and_a_broken_connection_raises() -> None:
     asyncio.run(run())
 
 
+def test_a_read_deadline_fires_only_when_nothing_came() -> None:
+    async def run() -> None:
+        conn, _ = connected()
+        loop = asyncio.get_running_loop()
+        conn.data_received(b"ready")
+        assert await conn.read(10, loop.time() - 1) == b"ready"  # past deadline, data there
+        t0 = loop.time()
+        with pytest.raises(TimeoutError):
+            await conn.read(10, t0 + 0.05)
+        assert 0.04 <= loop.time() - t0 < 1.0
+        pending = asyncio.ensure_future(conn.read(10, loop.time() + 0.05))
+        await asyncio.sleep(0)
+        conn.data_received(b"late")
+        assert await pending == b"late"
+        await asyncio.sleep(0.1)  # the cancelled timer must not touch a later read
+        conn.data_received(b"more")
+        assert await conn.read(10) == b"more"
+
+    asyncio.run(run())
+
+
 def test_a_real_socket_round_trip_of_a_large_message() -> None:
     payload = bytes(range(256)) * 8192  # 2 MiB: several reads, flow control on both sides
 
