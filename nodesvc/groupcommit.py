@@ -2,9 +2,17 @@
 
 A durable write costs a flush of the disk's cache whatever its size. When writes arrive
 concurrently, the committer takes all that are waiting, commits them together (one flush),
-and hands each its result; the writes that arrive meanwhile form the next batch. There is no
-timer: an idle committer commits a lone write at once, so batching adds no latency, and the
-batch grows by itself as the load does.
+and hands each its result; the writes that arrive meanwhile form the next batch. An idle
+committer commits a lone write at once, so batching adds no latency, and the batch grows by
+itself as the load does.
+
+Under heavy load (the last batch carried at least `busy` items) the committer also waits
+`window` seconds before it takes a batch, so that more writes share the flush: PostgreSQL's
+commit_delay, which it applies only when at least commit_siblings transactions are active.
+On the lab's 2 cores at 64 concurrent 64 KiB uploads, a 5 ms window doubled the batches
+(4 writes to 9 on a follower) and cut the machine's CPU per upload by 8-15%: every flush
+costs system calls, disk requests and wake-ups whatever its size. Latency did not suffer:
+the uploads spent less time queued for the CPU than they gained in the window.
 
 Results go back in one piece per batch: to an event loop (`commit`), one call scheduled on the
 loop resolves the whole batch's futures, instead of one cross-thread wake-up (and one
@@ -17,6 +25,7 @@ import asyncio
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Generic, TypeVar
@@ -33,9 +42,12 @@ class GroupCommit(Generic[T, R]):
     """`commit(batch)` returns one result or exception per item, in order."""
 
     def __init__(self, commit: Callable[[list[T]], list[R | BaseException]],
-                 max_batch: int = 256, name: str = "commit") -> None:
+                 max_batch: int = 256, name: str = "commit", window: float = 0.0,
+                 busy: int = 4) -> None:
         self._commit = commit
         self.max_batch = max_batch
+        self.window = window  # seconds to wait for more when busy (see above); 0: never
+        self.busy = busy
         self._queue: queue.SimpleQueue[tuple[T, Waiter] | object] = queue.SimpleQueue()
         self.batches = 0   # for metrics and tests: how many commits ran
         self.items = 0     # ... and how many items they carried
@@ -62,11 +74,16 @@ class GroupCommit(Generic[T, R]):
 
     def _run(self) -> None:
         stopping = False
+        last = 0
         while not stopping:
             first = self._queue.get()
             if first is _STOP:
                 return
             batch = [first]
+            if self.window and last >= self.busy:
+                # A sleep, not a get() with a timeout: writes that arrive meanwhile queue up
+                # without waking this thread one by one.
+                time.sleep(self.window)
             while len(batch) < self.max_batch:
                 try:
                     more = self._queue.get_nowait()
@@ -76,6 +93,7 @@ class GroupCommit(Generic[T, R]):
                     stopping = True
                     break
                 batch.append(more)
+            last = len(batch)
             self._commit_batch(batch)  # type: ignore[arg-type]
 
     def _commit_batch(self, batch: list[tuple[T, Waiter]]) -> None:
