@@ -225,3 +225,40 @@ def test_under_load_the_committer_waits_its_window_for_more_and_idle_it_does_not
     assert time.monotonic() - t0 < 0.2
     gc.close()
     assert batches == [[0], [1, 2, 3, 4], [5, 6], [7]]
+
+
+
+def test_a_window_that_brings_too_little_is_not_waited_again_for_a_while() -> None:
+    """Few clients: each of them already waits in the batch, so a window brings nobody. After
+    such a window the committer rests (no window) for `rest` batches, then tries again."""
+    batches: list[list[int]] = []
+    gate = threading.Semaphore(0)
+
+    def commit(batch: list[int]) -> list[int | BaseException]:
+        batches.append(batch)
+        gate.acquire(timeout=5)  # held until the test has queued the next pair
+        return batch
+
+    def next_batch_with(*items: int) -> int:
+        """Queue `items` while the committer holds the current batch, let it go on, and
+        return how many windows it has waited once it holds the batch of `items`."""
+        seen = len(batches)
+        for i in items:
+            gc.submit(i)
+        gate.release()
+        while len(batches) == seen:
+            time.sleep(0.001)
+        assert batches[-1] == list(items)
+        return gc.windows
+
+    gc: GroupCommit[int, int] = GroupCommit(commit, window=0.05, busy=2, rest=2)
+    gc.submit(0)
+    while not batches:
+        time.sleep(0.001)
+    assert next_batch_with(1, 2) == 0   # after [0]: not busy
+    assert next_batch_with(3, 4) == 1   # after a busy batch: a window, which brings nobody
+    assert next_batch_with(5, 6) == 1   # resting
+    assert next_batch_with(7, 8) == 1   # resting
+    assert next_batch_with(9, 10) == 2  # tried again
+    gate.release()
+    gc.close()
