@@ -11,9 +11,15 @@ The rules, in short:
 - a node that hears no ALIVE (all higher ids failed or stayed silent) becomes the leader and
   announces COORDINATOR to everyone, with a term one above any it has seen;
 - a COORDINATOR from a lower id is answered by bullying it: we start our own election;
-- everyone sends HEARTBEAT to everyone every `heartbeat_ms`; a follower that hears nothing
-  from its leader for `leader_timeout_ms` (or fails to reach it) starts an election.
-Heartbeats carry each node's stored count, so a new leader knows the real load at once.
+- every pair of nodes exchanges a HEARTBEAT (and its ACK) every `heartbeat_ms`; a follower
+  that hears nothing from its leader for `leader_timeout_ms` (or fails to reach it) starts an
+  election.
+Heartbeats and their ACKs carry each node's stored count, so a new leader knows the real load
+at once. The ACK tells the sender all a heartbeat would, so a node does not send its own
+heartbeat to a peer whose heartbeat it answered less than `heartbeat_ms` ago: one exchange per
+pair per period instead of two, half the idle traffic (an idle node spent 8% of a core on it).
+A follower still sends its own to its leader every period, so that a dead leader is noticed
+by a refused connection at once; the leader's claim then reaches it in the ACK.
 """
 
 from __future__ import annotations
@@ -137,6 +143,7 @@ class Election:
     _coordinator_deadline: float | None = None
     _next_heartbeat: float = 0.0
     _warned_hash: set[int] = field(default_factory=set)
+    _heartbeat_from: dict[int, float] = field(default_factory=dict)  # peer -> when it last sent one
 
     def __post_init__(self) -> None:
         self.peer_ids = sorted(p for p in self.peer_ids if p != self.node_id)
@@ -163,8 +170,17 @@ class Election:
             actions += self._begin_election(now, reason=f"leader {self.leader} is silent")
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + self.timings.heartbeat
-            actions += [Send(p, self._message(Kind.HEARTBEAT)) for p in self.peer_ids]
+            actions += [Send(p, self._message(Kind.HEARTBEAT)) for p in self.peer_ids
+                        if not self._answered_recently(p, now)]
         return actions
+
+    def _answered_recently(self, peer: int, now: float) -> bool:
+        """Our ACK to the peer's heartbeat, less than a period ago, told it all our own
+        heartbeat would (see the module's docstring)."""
+        if self.role is Role.FOLLOWER and peer == self.leader:
+            return False
+        heard = self._heartbeat_from.get(peer)
+        return heard is not None and now - heard < self.timings.heartbeat
 
     def receive(self, msg: Message, now: float) -> tuple[Message | None, list[Action]]:
         """A message arrived (a request, or the reply to one we sent).
@@ -193,8 +209,13 @@ class Election:
                     now + self.timings.leader_timeout + self.timings.election_timeout)
         elif msg.kind in (Kind.COORDINATOR, Kind.HEARTBEAT):
             reply = self._message(Kind.ACK)
+            if msg.kind is Kind.HEARTBEAT:
+                self._heartbeat_from[msg.sender] = now
             if msg.kind is Kind.COORDINATOR or msg.leader == msg.sender:
                 actions += self._leader_claim(msg, now)
+        elif msg.kind is Kind.ACK and msg.leader == msg.sender:
+            # A leader's answer to our heartbeat claims the lead as its own heartbeat would.
+            actions += self._leader_claim(msg, now)
         if self.role is Role.LEADER and (
                 msg.term > self.term
                 or (msg.term == self.term and msg.leader not in (None, self.node_id))):
@@ -270,7 +291,7 @@ class Election:
                 return [Send(claimant, self._message(Kind.COORDINATOR))]
             if self.role is Role.FOLLOWER and self.leader is not None \
                     and self.leader > claimant and self.peers[self.leader].alive:
-                return []  # our leader will bully it with its own heartbeats
+                return []  # our leader bullies it (it hears the claim as we do)
             if self.role is Role.CANDIDATE:
                 return []
             return self._begin_election(now, reason=f"lower node {claimant} claims to lead")

@@ -223,3 +223,53 @@ def test_message_round_trip_and_rejects() -> None:
                 {k: v for k, v in good.items() if k != "leader"}, [1, 2], "x"):
         with pytest.raises(ValueError):
             Message.from_dict(bad)
+
+
+def heartbeats_per_period(net: Net, seconds: float) -> float:
+    """Heartbeats sent per heartbeat period, counted while `net` runs for `seconds`."""
+    sent = 0
+    dispatch = net._dispatch
+
+    def counting(sender: int, actions: list) -> None:  # type: ignore[type-arg]
+        nonlocal sent
+        sent += sum(isinstance(a, Send) and a.message.kind is Kind.HEARTBEAT for a in actions)
+        dispatch(sender, actions)
+
+    net._dispatch = counting  # type: ignore[method-assign]
+    net.run(seconds)
+    net._dispatch = dispatch  # type: ignore[method-assign]
+    return sent / (seconds / T.heartbeat)
+
+
+@pytest.mark.parametrize("n", [3, 5])
+def test_each_pair_exchanges_one_heartbeat_a_period_and_every_view_stays_fresh(n: int) -> None:
+    """An ACK tells the sender what a heartbeat would, so each pair needs one exchange per
+    period, not two; followers keep sending theirs to the leader."""
+    ids = list(range(1, n + 1))
+    net = Net(ids)
+    for i in ids:
+        net.start(i)
+        net.run(0.05)  # nodes come up at different moments, as real ones do
+    net.run(1.0)
+    for i in ids:
+        net.nodes[i].stored = 100 * i
+    rate = heartbeats_per_period(net, 3.0)
+    pairs = n * (n - 1) // 2
+    assert pairs <= rate <= pairs + (n - 1) + 0.5  # was n * (n - 1): both ways, every pair
+    for i in ids:
+        for p, view in net.nodes[i].peers.items():
+            assert view.alive and net.now - view.last_heard <= T.heartbeat + 0.04
+            assert view.stored == 100 * p
+        assert net.nodes[i].leader == n
+
+
+def test_a_follower_that_dies_is_noticed_by_the_leader_within_a_period() -> None:
+    net = Net([1, 2, 3])
+    for i in (1, 2, 3):
+        net.start(i)
+        net.run(0.05)
+    net.run(1.0)
+    net.kill(1, refuse=True)
+    net.run(T.heartbeat + 0.05)
+    assert not net.nodes[3].peers[1].alive
+    assert net.nodes[3].peers[2].alive

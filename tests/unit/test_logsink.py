@@ -43,3 +43,29 @@ def test_lines_arrive_in_order_in_few_writes_and_close_flushes(
         log.removeHandler(handler)
         os.close(read_end)
         os.close(write_end)
+
+
+def test_an_idle_handler_does_not_write_or_wake_and_a_late_line_still_arrives(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    read_end, write_end = os.pipe()
+    flushes = {"n": 0}
+    real_flush = BatchingHandler.flush
+
+    def counting_flush(self: BatchingHandler) -> None:
+        flushes["n"] += 1
+        real_flush(self)
+
+    monkeypatch.setattr(BatchingHandler, "flush", counting_flush)
+    handler = BatchingHandler(write_end, interval=0.01)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    try:
+        time.sleep(0.2)  # 20 intervals with nothing to write
+        assert flushes["n"] == 0
+        handler.emit(logging.LogRecord("t", logging.INFO, __file__, 1, "late", None, None))
+        time.sleep(0.1)
+        assert os.read(read_end, 1 << 20) == b"late\n"
+        assert flushes["n"] == 1
+        handler.close()
+    finally:
+        os.close(read_end)
+        os.close(write_end)
