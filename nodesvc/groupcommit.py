@@ -2,18 +2,9 @@
 
 A durable write costs a flush of the disk's cache whatever its size. When writes arrive
 concurrently, the committer takes all that are waiting, commits them together (one flush),
-and hands each its result; the writes that arrive meanwhile form the next batch. An idle
-committer commits a lone write at once, so batching adds no latency, and the batch grows by
-itself as the load does.
-
-Under heavy load (the last batch carried at least `busy` items) the committer may also wait
-`window` seconds before it takes a batch, so that more writes share the flush: PostgreSQL's
-commit_delay, which it applies only when at least commit_siblings transactions are active.
-Every flush costs system calls, disk requests and wake-ups whatever its size, so on a
-machine short of CPU fewer, larger batches leave more of it for the uploads. A window pays
-only if writes arrive during it: with few clients, all of them already wait in the batch,
-and the window is pure delay. So a window that brought fewer than `busy // 2` new writes
-turns the windows off for the next `rest` batches, after which one is tried again.
+and hands each its result; the writes that arrive meanwhile form the next batch. There is no
+timer: an idle committer commits a lone write at once, so batching adds no latency, and the
+batch grows by itself as the load does.
 
 Results go back in one piece per batch: to an event loop (`commit`), one call scheduled on the
 loop resolves the whole batch's futures, instead of one cross-thread wake-up (and one
@@ -26,7 +17,6 @@ import asyncio
 import contextlib
 import queue
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Generic, TypeVar
@@ -43,14 +33,9 @@ class GroupCommit(Generic[T, R]):
     """`commit(batch)` returns one result or exception per item, in order."""
 
     def __init__(self, commit: Callable[[list[T]], list[R | BaseException]],
-                 max_batch: int = 256, name: str = "commit", window: float = 0.0,
-                 busy: int = 4, rest: int = 16) -> None:
+                 max_batch: int = 256, name: str = "commit") -> None:
         self._commit = commit
         self.max_batch = max_batch
-        self.window = window  # seconds to wait for more when busy (see above); 0: never
-        self.busy = busy
-        self.rest = rest
-        self.windows = 0  # for tests: how many windows were waited
         self._queue: queue.SimpleQueue[tuple[T, Waiter] | object] = queue.SimpleQueue()
         self.batches = 0   # for metrics and tests: how many commits ran
         self.items = 0     # ... and how many items they carried
@@ -77,23 +62,11 @@ class GroupCommit(Generic[T, R]):
 
     def _run(self) -> None:
         stopping = False
-        last = 0
-        resting = 0  # batches to go without a window, after one that brought too little
         while not stopping:
             first = self._queue.get()
             if first is _STOP:
                 return
             batch = [first]
-            if resting:
-                resting -= 1
-            elif self.window and last >= self.busy:
-                queued = self._queue.qsize()
-                # A sleep, not a get() with a timeout: writes that arrive meanwhile queue up
-                # without waking this thread one by one.
-                time.sleep(self.window)
-                self.windows += 1
-                if self._queue.qsize() - queued < self.busy // 2:
-                    resting = self.rest
             while len(batch) < self.max_batch:
                 try:
                     more = self._queue.get_nowait()
@@ -103,7 +76,6 @@ class GroupCommit(Generic[T, R]):
                     stopping = True
                     break
                 batch.append(more)
-            last = len(batch)
             self._commit_batch(batch)  # type: ignore[arg-type]
 
     def _commit_batch(self, batch: list[tuple[T, Waiter]]) -> None:

@@ -64,9 +64,6 @@ UPLOAD_DEADLINE = 8.0                # how long a node tries to find a leader fo
 # concurrent 64 KiB and 1 MiB uploads, streaming them cost 10-15% more CPU per upload
 # (chunked framing, one write per piece) for no gain in throughput.
 STREAM_ABOVE = 1 << 20
-# Under heavy load the committer waits this long for more writes to share a flush (see
-# groupcommit.py); without fsync there is no flush to share.
-COMMIT_WINDOW = 0.005
 CONTENT_TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg",
                  "gif": "image/gif", "webp": "image/webp", "bmp": "image/bmp",
                  "tif": "image/tiff", "tiff": "image/tiff"}
@@ -122,8 +119,7 @@ class Node:
         self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="disk")
         # Every image write goes to this one thread, which writes and flushes in batches
         # (one thread hop per write; the executor is for reads and index work).
-        self.committer: GroupCommit[Write, Stored] = GroupCommit(
-            self.store.write_batch, window=COMMIT_WINDOW if self.store.durable else 0.0)
+        self.committer: GroupCommit[Write, Stored] = GroupCommit(self.store.write_batch)
         self.index: dict[str, int] = {}          # leader only: image name -> node holding it
         self.index_ready = asyncio.Event()       # leader only: index synced after election
         self.leader_known = asyncio.Event()

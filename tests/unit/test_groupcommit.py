@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -194,71 +193,3 @@ def test_write_batch_keeps_each_result_in_its_place(tmp_path: Path) -> None:
     assert isinstance(results[2], Stored) and not results[2].created
     assert isinstance(results[3], Stored) and results[3].name == "b.png"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png", "taken.png"]
-
-
-def test_under_load_the_committer_waits_its_window_for_more_and_idle_it_does_not() -> None:
-    """After a batch of at least `busy` items, writes submitted within the window share the
-    next flush; after a lone write (light load), the next one is committed at once."""
-    batches: list[list[int]] = []
-    release = threading.Event()
-
-    def commit(batch: list[int]) -> list[int | BaseException]:
-        batches.append(batch)
-        if batch == [0]:
-            release.wait(5)  # items 1-4 queue up behind it: a busy batch of 4
-        return batch
-
-    gc: GroupCommit[int, int] = GroupCommit(commit, window=0.3, busy=4)
-    gc.submit(0)
-    while not batches:
-        pass
-    busy = [gc.submit(i) for i in range(1, 5)]
-    release.set()
-    for f in busy:
-        f.result(5)
-    late = gc.submit(5)  # the window opens (last batch: 4 items) ...
-    time.sleep(0.1)
-    later = gc.submit(6)  # ... and this one, 0.1 s later, still makes it in
-    assert (late.result(5), later.result(5)) == (5, 6)
-    t0 = time.monotonic()
-    gc.submit(7).result(5)  # the last batch had 2 items, under busy: no wait
-    assert time.monotonic() - t0 < 0.2
-    gc.close()
-    assert batches == [[0], [1, 2, 3, 4], [5, 6], [7]]
-
-
-
-def test_a_window_that_brings_too_little_is_not_waited_again_for_a_while() -> None:
-    """Few clients: each of them already waits in the batch, so a window brings nobody. After
-    such a window the committer rests (no window) for `rest` batches, then tries again."""
-    batches: list[list[int]] = []
-    gate = threading.Semaphore(0)
-
-    def commit(batch: list[int]) -> list[int | BaseException]:
-        batches.append(batch)
-        gate.acquire(timeout=5)  # held until the test has queued the next pair
-        return batch
-
-    def next_batch_with(*items: int) -> int:
-        """Queue `items` while the committer holds the current batch, let it go on, and
-        return how many windows it has waited once it holds the batch of `items`."""
-        seen = len(batches)
-        for i in items:
-            gc.submit(i)
-        gate.release()
-        while len(batches) == seen:
-            time.sleep(0.001)
-        assert batches[-1] == list(items)
-        return gc.windows
-
-    gc: GroupCommit[int, int] = GroupCommit(commit, window=0.05, busy=2, rest=2)
-    gc.submit(0)
-    while not batches:
-        time.sleep(0.001)
-    assert next_batch_with(1, 2) == 0   # after [0]: not busy
-    assert next_batch_with(3, 4) == 1   # after a busy batch: a window, which brings nobody
-    assert next_batch_with(5, 6) == 1   # resting
-    assert next_batch_with(7, 8) == 1   # resting
-    assert next_batch_with(9, 10) == 2  # tried again
-    gate.release()
-    gc.close()
