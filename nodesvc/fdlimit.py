@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import resource
 
-# Descriptors beyond the client connections: peer connection pools (16 idle per peer), the
-# image being written, the listening socket, the loop's own, log and config files.
+# Descriptors beyond the connections: the image being written, the listening socket, the
+# loop's own, log and config files.
 RESERVED = 256
 
 
 def needed(max_connections: int) -> int:
-    return max_connections + RESERVED
+    """Inbound connections, plus the pools of connections to the peers (up to
+    max_connections / nodes idle per peer, so less than max_connections in all)."""
+    return 2 * max_connections + RESERVED
 
 
 def plan(soft: int, hard: int, want: int) -> tuple[int | None, str | None]:
