@@ -32,6 +32,7 @@ from bench.compare import SIZES
 from bench.cpu import cpu_seconds, machine_busy
 from bench.loopback import free_ports
 from bench.wrk import run_wrk
+from nodesvc.localcluster import LocalCluster
 
 ROOT = Path(__file__).resolve().parents[1]
 MOUNT = Path("/mnt/cloud-p2p-loopcpu")
@@ -65,9 +66,9 @@ def source_tree(rev: str | None) -> Iterator[Path]:
         yield Path(tmp)
 
 
-def cluster(workdir: Path, src: Path):  # type: ignore[no-untyped-def]
-    os.environ["PYTHONPATH"] = str(src)  # the nodes' nodesvc is that tree's
-    from nodesvc.localcluster import LocalCluster
+def cluster(workdir: Path, src: Path) -> LocalCluster:
+    """Three nodes running `src`'s nodesvc (LocalCluster hands its children our environment)."""
+    os.environ["PYTHONPATH"] = str(src)
     return LocalCluster(workdir, free_ports(3))
 
 

@@ -78,7 +78,27 @@ class KeyedLocks:
     def hold(self, key: str) -> _Held:
         """`async with locks.hold(key):` (a class, not an asynccontextmanager: that
         generator machinery cost 2-4% of a node's CPU per upload)."""
-        return _Held(self._locks, key)
+        return _Held(self, key)
+
+    async def _acquire(self, key: str) -> None:
+        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
+        self._locks[key] = (lock, users + 1)
+        try:
+            await lock.acquire()
+        except BaseException:  # cancelled while waiting: no longer a user
+            self._drop_user(key)
+            raise
+
+    def _release(self, key: str) -> None:
+        self._locks[key][0].release()
+        self._drop_user(key)
+
+    def _drop_user(self, key: str) -> None:
+        lock, users = self._locks[key]
+        if users == 1:
+            del self._locks[key]
+        else:
+            self._locks[key] = (lock, users - 1)
 
     def __contains__(self, key: str) -> bool:
         return key in self._locks
@@ -817,29 +837,17 @@ class Node:
 
 
 class _Held:
-    def __init__(self, locks: dict[str, tuple[asyncio.Lock, int]], key: str) -> None:
+    """What KeyedLocks.hold returns: the lock for one key, as an async context manager."""
+
+    def __init__(self, locks: KeyedLocks, key: str) -> None:
         self._locks = locks
         self._key = key
 
     async def __aenter__(self) -> None:
-        lock, users = self._locks.get(self._key) or (asyncio.Lock(), 0)
-        self._locks[self._key] = (lock, users + 1)
-        try:
-            await lock.acquire()
-        except BaseException:
-            self._release_user()
-            raise
+        await self._locks._acquire(self._key)
 
     async def __aexit__(self, *exc: object) -> None:
-        self._locks[self._key][0].release()
-        self._release_user()
-
-    def _release_user(self) -> None:
-        lock, users = self._locks[self._key]
-        if users == 1:
-            del self._locks[self._key]
-        else:
-            self._locks[self._key] = (lock, users - 1)
+        self._locks._release(self._key)
 
 
 def _is_image_put(req: Request) -> bool:

@@ -227,10 +227,10 @@ class Store:
             for st in batch:
                 _unlink(st.tmp)
             return [_disk_error(exc)] * len(batch)
-        linked = False
+        named = False
         for st in batch:
             try:
-                self._publish(st.tmp, os.path.join(self._dir, st.name))
+                self._publish(st.tmp, self.filename(st.name))
             except FileExistsError:  # written meanwhile (by hand, or a write without lock)
                 _unlink(st.tmp)
                 self._sha[st.name] = None
@@ -243,9 +243,9 @@ class Store:
                 _unlink(st.tmp)
                 results.append(_disk_error(exc))
                 continue
-            linked = True
+            named = True
             results.append(Stored(st.name, st.sha256, st.size, created=True))
-        if linked and self.durable:
+        if named and self.durable:
             try:
                 self._fsync_dir()
             except OSError as exc:
