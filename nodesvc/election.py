@@ -158,7 +158,7 @@ class Election:
         actions: list[Action] = []
         for view in self.peers.values():
             if view.alive and (view.last_heard is None
-                               or now - view.last_heard > self.timings.leader_timeout):
+                               or now - view.last_heard >= self.timings.leader_timeout):
                 view.alive = False
         if self.role is Role.CANDIDATE:
             if self._election_deadline is not None and now >= self._election_deadline:
@@ -173,6 +173,19 @@ class Election:
             actions += [Send(p, self._message(Kind.HEARTBEAT)) for p in self.peer_ids
                         if not self._answered_recently(p, now)]
         return actions
+
+    def next_deadline(self) -> float:
+        """When `tick` next has something to do, unless a message comes first: a heartbeat
+        is due, a live peer's silence reaches `leader_timeout`, or an election's wait ends.
+        The node ticks then, not on a fixed beat (an idle node wakes less), and asks again
+        after every event it feeds in, since an event can bring a deadline forward."""
+        due = [self._next_heartbeat]
+        due += [v.last_heard + self.timings.leader_timeout for v in self.peers.values()
+                if v.alive and v.last_heard is not None]
+        if self.role is Role.CANDIDATE:
+            due += [t for t in (self._election_deadline, self._coordinator_deadline)
+                    if t is not None]
+        return min(due)
 
     def _answered_recently(self, peer: int, now: float) -> bool:
         """Our ACK to the peer's heartbeat, less than a period ago, told it all our own

@@ -64,6 +64,7 @@ UPLOAD_DEADLINE = 8.0                # how long a node tries to find a leader fo
 # concurrent 64 KiB and 1 MiB uploads, streaming them cost 10-15% more CPU per upload
 # (chunked framing, one write per piece) for no gain in throughput.
 STREAM_ABOVE = 1 << 20
+TICK_AT_LEAST = 1.0  # seconds between ticks at most, whatever the election's timers say
 CONTENT_TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg",
                  "gif": "image/gif", "webp": "image/webp", "bmp": "image/bmp",
                  "tif": "image/tiff", "tiff": "image/tiff"}
@@ -154,11 +155,15 @@ class Node:
         self._tasks: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
         self._requests_in_flight = 0
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tick_at = 0.0
+        self._last_status = 0.0
 
     # ---- lifecycle ----------------------------------------------------------------------
 
     async def run(self, started: asyncio.Event | None = None) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         removed = await loop.run_in_executor(self.executor, self.store.open)
         for name in removed:
             log.info("[Node %d] removed leftover temporary file %s", self.id, name)
@@ -180,7 +185,6 @@ class Node:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self._stop.set)
         self._apply(self.election.start(time.monotonic()))
-        ticker = asyncio.create_task(self._tick_loop())
         self.notifier.notify(READY="1", STATUS=self.status_line())
         if started is not None:
             started.set()
@@ -188,7 +192,8 @@ class Node:
         log.info("[Node %d] stopping", self.id)
         self.notifier.notify(STOPPING="1")
         server.close()
-        ticker.cancel()
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
         deadline = time.monotonic() + 5
         while self._requests_in_flight and time.monotonic() < deadline:
             await asyncio.sleep(0.05)  # let acknowledged work finish
@@ -199,24 +204,40 @@ class Node:
     def stop(self) -> None:
         self._stop.set()
 
-    async def _tick_loop(self) -> None:
-        interval = self.election.timings.heartbeat / 4
-        last_status = 0.0
-        while True:
-            await asyncio.sleep(interval)
-            now = time.monotonic()
-            self._refresh_load()
-            self._apply(self.election.tick(now))
-            if self.election.role is Role.LEADER:
-                self.placement.observe(self.id, len(self.store))
-                for pid, view in self.election.peers.items():
-                    if view.alive:
-                        self.placement.observe(pid, view.stored + view.inflight)
-            if now - last_status > 2:
-                last_status = now
-                self.notifier.notify(STATUS=self.status_line())
-                if self.notifier.watchdog_interval:
-                    self.notifier.notify(WATCHDOG="1")
+    def _tick(self) -> None:
+        """What the passing of time does: the election's timers, the leader's view of the
+        loads, systemd's status and watchdog. It runs when the election next has something
+        to do (Election.next_deadline), and at least every TICK_AT_LEAST seconds, instead of
+        on a fixed beat: an idle node wakes about once a heartbeat period."""
+        self._tick_handle = None
+        now = time.monotonic()
+        self._refresh_load()
+        self._apply(self.election.tick(now))
+        if self.election.role is Role.LEADER:
+            self.placement.observe(self.id, len(self.store))
+            for pid, view in self.election.peers.items():
+                if view.alive:
+                    self.placement.observe(pid, view.stored + view.inflight)
+        if now - self._last_status > 2:
+            self._last_status = now
+            self.notifier.notify(STATUS=self.status_line())
+            if self.notifier.watchdog_interval:
+                self.notifier.notify(WATCHDOG="1")
+        self._schedule_tick()
+
+    def _schedule_tick(self) -> None:
+        """(Re)arm the one tick timer for the election's next deadline, if that is sooner
+        than the armed one. Called after every election event."""
+        if self._stop.is_set() or self._loop is None:
+            return
+        now = time.monotonic()
+        at = max(now + 0.001, min(self.election.next_deadline(), now + TICK_AT_LEAST))
+        if self._tick_handle is not None:
+            if self._tick_at <= at:
+                return
+            self._tick_handle.cancel()
+        self._tick_at = at
+        self._tick_handle = self._loop.call_later(at - now, self._tick)
 
     # ---- election I/O -------------------------------------------------------------------
 
@@ -232,6 +253,7 @@ class Node:
             elif isinstance(action, Log):
                 log.info("%s", action.text)
         self._after_election_event()
+        self._schedule_tick()
 
     def _spawn(self, coro: object) -> None:
         task = asyncio.ensure_future(coro)  # type: ignore[arg-type]

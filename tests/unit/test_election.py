@@ -28,6 +28,7 @@ class Net:
         self.queue: deque[tuple[int, Send]] = deque()
         self.logs: list[str] = []
         self.leader_history: list[tuple[float, int, int]] = []  # (time, node, its term)
+        self.ticks: dict[int, int] = {}  # node -> how often it ticked
 
     def _dispatch(self, sender: int, actions: list) -> None:  # type: ignore[type-arg]
         for a in actions:
@@ -70,12 +71,16 @@ class Net:
                 _, back = self.nodes[sender].receive(reply, self.now)
                 self._dispatch(sender, back)
 
-    def run(self, seconds: float, step: float = 0.0375) -> None:
+    def run(self, seconds: float, step: float = 0.005) -> None:
+        """Time passes in small steps, and each node ticks only when its election says it
+        has something to do (`next_deadline`), as the node does."""
         end = self.now + seconds
         while self.now < end:
             self.now = round(self.now + step, 6)
             for i in sorted(self.up):
-                self._dispatch(i, self.nodes[i].tick(self.now))
+                if self.now >= self.nodes[i].next_deadline():
+                    self.ticks[i] = self.ticks.get(i, 0) + 1
+                    self._dispatch(i, self.nodes[i].tick(self.now))
             self._deliver()
 
     def agreed_leader(self, among: set[int] | None = None) -> int | None:
@@ -273,3 +278,24 @@ def test_a_follower_that_dies_is_noticed_by_the_leader_within_a_period() -> None
     net.run(T.heartbeat + 0.05)
     assert not net.nodes[3].peers[1].alive
     assert net.nodes[3].peers[2].alive
+
+
+def test_an_idle_node_ticks_about_once_a_period_yet_notices_a_silent_leader_in_time() -> None:
+    """The node ticks at the election's next deadline, not on a fixed beat (it ticked four
+    times a period): once a heartbeat period when all is well, and still on time for a
+    leader that falls silent."""
+    net = Net([1, 2, 3])
+    for i in (1, 2, 3):
+        net.start(i)
+        net.run(0.05)
+    net.run(1.0)
+    net.ticks.clear()
+    net.run(3.0)
+    for i in (1, 2, 3):
+        assert net.ticks[i] / 3.0 <= 1 / T.heartbeat + 1, net.ticks
+    net.kill(3)  # silent: only the followers' own deadlines can notice
+    t0 = net.now
+    net.run(T.leader_timeout + 0.02)
+    assert not net.nodes[2].peers[3].alive and net.nodes[2].role is not Role.FOLLOWER
+    net.time_to_agree(2, 2.0, among={1, 2})
+    assert net.now - t0 < T.leader_timeout + T.election_timeout + 0.1
