@@ -210,20 +210,22 @@ class Node:
         to do (Election.next_deadline), and at least every TICK_AT_LEAST seconds, instead of
         on a fixed beat: an idle node wakes about once a heartbeat period."""
         self._tick_handle = None
-        now = time.monotonic()
-        self._refresh_load()
-        self._apply(self.election.tick(now))
-        if self.election.role is Role.LEADER:
-            self.placement.observe(self.id, len(self.store))
-            for pid, view in self.election.peers.items():
-                if view.alive:
-                    self.placement.observe(pid, view.stored + view.inflight)
-        if now - self._last_status > 2:
-            self._last_status = now
-            self.notifier.notify(STATUS=self.status_line())
-            if self.notifier.watchdog_interval:
-                self.notifier.notify(WATCHDOG="1")
-        self._schedule_tick()
+        try:
+            now = time.monotonic()
+            self._refresh_load()
+            self._apply(self.election.tick(now))
+            if self.election.role is Role.LEADER:
+                self.placement.observe(self.id, len(self.store))
+                for pid, view in self.election.peers.items():
+                    if view.alive:
+                        self.placement.observe(pid, view.stored + view.inflight)
+            if now - self._last_status > 2:
+                self._last_status = now
+                self.notifier.notify(STATUS=self.status_line())
+                if self.notifier.watchdog_interval:
+                    self.notifier.notify(WATCHDOG="1")
+        finally:
+            self._schedule_tick()  # even after a bug (the loop logs it): time must go on
 
     def _schedule_tick(self) -> None:
         """(Re)arm the one tick timer for the election's next deadline, if that is sooner
