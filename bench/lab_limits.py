@@ -8,6 +8,7 @@ Needs a running lab (python -m cloudlab up). Measures, between real lab hosts:
   directory fsynced (an image stored on its own, no batching), by 1, 8 and 64 writers, for a
   few seconds each on a settled disk (bench/probes/fsync_rate.py). "durable_by_size" has all
   of them; "durable_writes_per_s" the 64 KiB ones.
+- how fast the machine computes that day (SHA-256, ms per MiB: "cpu_sha256_ms_per_mib"),
 - with --store (needs a deploy; bench.compare does it after deploying), cloud-p2p's own
   durable write path on h1 (its store and group commit, no network, no HTTP), in cells
   alternating with the disk's one-by-one rate under the same conditions: "store_by_size" and
@@ -17,6 +18,7 @@ Needs a running lab (python -m cloudlab up). Measures, between real lab hosts:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import shlex
 import subprocess
@@ -38,6 +40,19 @@ CELL_SECONDS = 2.0   # per cell of a disk probe: long enough to outlast the disk
 STORE_ROUNDS = 2     # store and disk cells alternate this many times; medians are kept
 
 Rates = dict[str, dict[str, float]]  # size in bytes -> writers -> writes per second
+
+
+def sha256_ms_per_mib(mib: int = 64, tries: int = 3) -> float:
+    """How fast this machine computes right now: ms per MiB of SHA-256 (best of `tries`).
+    The same kind of machine gave 0.59 one day and 1.4-3.1 another; figures of runs on
+    different days compare only next to this."""
+    data = b"\x5a" * (mib << 20)
+    best = float("inf")
+    for _ in range(tries):
+        t0 = time.perf_counter()
+        hashlib.sha256(data).digest()
+        best = min(best, time.perf_counter() - t0)
+    return round(best * 1000 / mib, 3)
 
 
 def run_probe(h: HostPlan, probe: str, *args: str, timeout: float = 300,
@@ -110,9 +125,11 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             hosts.ssh(h2, f"ufw delete allow {PORT}/tcp >/dev/null 2>&1 || true")
     by_size = disk_rates(h1)
-    result: dict[str, object] = {"tcp_mib_s": round(tcp / 2**20, 1),
+    result: dict[str, object] = {"cpu_sha256_ms_per_mib": sha256_ms_per_mib(),
+                                 "tcp_mib_s": round(tcp / 2**20, 1),
                                  "durable_writes_per_s": by_size["65536"],
                                  "durable_by_size": by_size}
+    print(f"this machine's SHA-256:      {result['cpu_sha256_ms_per_mib']} ms per MiB")
     print(f"raw TCP h1 -> h2:            {result['tcp_mib_s']:.0f} MiB/s")
     print_rates("durable", by_size)
     if args.store:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from bench.compare import SIZES
 from bench.cpu import cpu_seconds, machine_busy
+from bench.lab_limits import sha256_ms_per_mib
 from bench.loopback import free_ports
 from bench.wrk import run_wrk
 from nodesvc.localcluster import LocalCluster
@@ -131,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if os.geteuid() != 0 and not args.idle:
         p.error("needs root to mount the test filesystem")
+    print(f"this machine's SHA-256: {sha256_ms_per_mib()} ms per MiB", flush=True)
     for _ in range(args.rounds):
         for rev in ([args.rev] if args.rev else []) + [None]:
             with source_tree(rev) as src:
