@@ -244,7 +244,7 @@ class HttpServer:
             # A streamed body the handler did not read to the end (it answered early, e.g.
             # 401): the rest is still on the wire, so this connection cannot be reused.
             last = not body.done or not head.keep_alive
-            await _send(writer, response, close=last)
+            await _send(writer, response, close=last, head_only=head.method == "HEAD")
             if last:
                 return
 
@@ -271,12 +271,16 @@ async def _next_event(parser: Parser, reader: Connection,
         parser.feed(await reader.read(READ_SIZE, deadline))
 
 
-async def _send(writer: Connection, response: Response, close: bool = False) -> None:
+async def _send(writer: Connection, response: Response, close: bool = False,
+                head_only: bool = False) -> None:
+    """`head_only`: the answer to a HEAD, the head a GET would get (its Content-Length
+    too, RFC 9110 9.3.2) without the body."""
     headers = [("content-type", response.content_type),
                ("content-length", str(len(response.body))), *response.headers]
     if close:
         headers.append(("connection", "close"))
-    _write_with_body(writer, response_head(response.status, headers), response.body)
+    _write_with_body(writer, response_head(response.status, headers),
+                     b"" if head_only else response.body)
     await writer.drain()
 
 

@@ -735,8 +735,8 @@ class Node:
         data = await loop.run_in_executor(self.executor, self.store.read, name)
         if data is not None:
             ctype = CONTENT_TYPES.get(name.rsplit(".", 1)[-1].lower(), "application/octet-stream")
-            body = b"" if req.method == "HEAD" else data
-            return Response(200, body, ctype, [("x-cloud-p2p-node", str(self.id))])
+            # (for a HEAD the server sends the head of this answer only)
+            return Response(200, data, ctype, [("x-cloud-p2p-node", str(self.id))])
         if LOCAL_ONLY in req.headers:
             return error(404, "not found", f"{name} is not on node {self.id}")
         # Ask the node the leader's index names first, then the live nodes, then the rest
@@ -753,8 +753,6 @@ class Node:
             except PeerUnreachable:
                 continue
             if resp.status == 200:
-                if req.method == "HEAD":
-                    resp.body = b""
                 return resp
         return error(404, "not found", f"no live node holds {name}")
 

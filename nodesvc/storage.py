@@ -29,6 +29,7 @@ from pathlib import Path
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 TMP_PREFIX = ".tmp-"  # never a valid image name: names start with a letter or digit
+TMP_NAME_KEPT = 200   # of an image's name in its temporary file's (the rest: prefix, pid, serial)
 
 # Magic bytes -> extension, for POST /images (a generated name).
 _MAGIC: list[tuple[bytes, str]] = [
@@ -201,7 +202,8 @@ class Store:
         if name in self._sha:
             return self._existing(name, digest, len(data))
         serial = next(self._tmp_serial)
-        tmp = f"{self._tmp_prefix}{serial}-{name}"
+        # The name's head only: a valid name can be 255 bytes, the most a filename can be.
+        tmp = f"{self._tmp_prefix}{serial}-{name[:TMP_NAME_KEPT]}"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
             try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import http.client
 import time
 
 import orjson
@@ -44,6 +45,29 @@ def upload_many(cluster: LocalCluster, names: list[str], size: int = 4096,
         return out
 
     return asyncio.run(run())
+
+
+def test_head_tells_the_size_a_get_would_send_and_no_body(cluster: LocalCluster) -> None:
+    """On the node that holds the image and on one that asks another: HEAD answers GET's
+    head, Content-Length included, and sends nothing after it (the next request on the same
+    connection proves it). It used to say Content-Length: 0."""
+    data = tagged_png(make_png_parts(10_000), "head")
+    code, body = cluster.request(1, "PUT", "/images/head.png", data)
+    assert code == 201, body
+    holder = orjson.loads(body)["node"]
+    for node in (holder, 1 + holder % 3):
+        conn = http.client.HTTPConnection(cluster.host, cluster.ports[node], timeout=10)
+        try:
+            conn.request("HEAD", "/images/head.png")
+            resp = conn.getresponse()
+            assert resp.status == 200 and resp.read() == b""
+            assert resp.getheader("content-length") == str(len(data))
+            assert resp.getheader("content-type") == "image/png"
+            conn.request("GET", "/images/head.png")
+            again = conn.getresponse()
+            assert again.status == 200 and again.read() == data
+        finally:
+            conn.close()
 
 
 def test_highest_id_leads_soon_after_the_last_node_starts(make_cluster) -> None:

@@ -49,6 +49,17 @@ def test_write_keeps_exact_bytes_and_is_idempotent(tmp_path: Path) -> None:
     assert (tmp_path / "x.png").read_bytes() == data
 
 
+def test_the_longest_valid_name_is_stored(tmp_path: Path) -> None:
+    """255 bytes, the most a filename can have: its temporary file must fit too (it took
+    the whole name after its prefix, and every name over 242 bytes failed with 500)."""
+    s = Store(tmp_path)
+    s.open()
+    name = "n" * 251 + ".png"
+    assert storage.valid_name(name) and len(name) == 255
+    assert s.write(name, b"long").created
+    assert sorted(os.listdir(tmp_path)) == [name]
+
+
 def test_open_removes_leftover_temporary_files_and_indexes_images(tmp_path: Path) -> None:
     (tmp_path / ".tmp-x.png-1234").write_bytes(b"half")
     (tmp_path / "old.png").write_bytes(b"kept")
