@@ -180,7 +180,8 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--name", help="store under this name (one file only)")
     get = sub.add_parser("get", help="fetch an image by name")
     get.add_argument("name")
-    get.add_argument("-o", "--output", type=Path, help="write here (default: stdout)")
+    get.add_argument("-o", "--output", type=Path,
+                     help="write here (default, or -: stdout)")
     sub.add_parser("status", help="a table of the nodes and their state")
     st = sub.add_parser("stress", help="the stress test: concurrent uploads and a report")
     from nodesvc.stress import add_arguments
@@ -192,7 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     path = args.config or Path(os.environ.get("CONFIG_FILE", "config.json"))
     try:
-        config = load_config(path)
+        config = load_config(path, "give the cluster's config.json with --config"
+                             if args.config else "use --config, or set CONFIG_FILE")
     except ConfigError as exc:
         print(f"cloud-p2p-client: error: {exc}", file=sys.stderr)
         return 2
@@ -222,8 +224,9 @@ async def _upload_cmd(cluster: Cluster, args: argparse.Namespace) -> int:
     for path in args.files:
         name = args.name or path.name
         if not valid_name(name):
+            hint = "" if args.name else "; give another with --name"
             print(f"cloud-p2p-client: error: {name!r} is not a valid image name "
-                  "([A-Za-z0-9][A-Za-z0-9._-]{0,254}); use --name", file=sys.stderr)
+                  f"([A-Za-z0-9][A-Za-z0-9._-]{{0,254}}){hint}", file=sys.stderr)
             return 2
         try:
             data = path.read_bytes()
@@ -249,7 +252,7 @@ async def _get_cmd(cluster: Cluster, args: argparse.Namespace) -> int:
         reason = "not found" if status == 404 else f"HTTP {status}" if status else "no node"
         print(f"cloud-p2p-client: error: {args.name}: {reason}", file=sys.stderr)
         return 1
-    if args.output:
+    if args.output and str(args.output) != "-":
         args.output.write_bytes(body)
         print(f"{args.name}: {len(body)} bytes -> {args.output}", file=sys.stderr)
     else:

@@ -175,11 +175,12 @@ def parse_config(raw: bytes, source: str = "config.json") -> Config:
                   durability=durability, **settings)
 
 
-def load_config(path: Path) -> Config:
+def load_config(path: Path, how_to_name: str = "set CONFIG_FILE") -> Config:
+    """`how_to_name`: how the user gives another path (for the not-found message)."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found (set CONFIG_FILE)") from None
+        raise ConfigError(f"{path}: config file not found ({how_to_name})") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
     return parse_config(raw, str(path))

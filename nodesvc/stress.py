@@ -19,6 +19,7 @@ import time
 import zlib
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import orjson
 from tqdm import tqdm
@@ -51,26 +52,40 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
         ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
 
-def make_png_parts(size: int, seed: bytes = b"") -> tuple[bytes, bytes]:
-    """A valid RGB PNG of about `size` bytes, split where a tEXt chunk can be inserted.
+class PngParts(NamedTuple):
+    """A test PNG without its tEXt chunk, and the size the tagged image should have."""
 
-    Pixels are random and stored uncompressed, so the file size is what was asked for.
-    """
+    head: bytes
+    tail: bytes
+    size: int
+
+
+_TEXT_ROOM = 12 + len(b"Comment\x00") + 255  # a tEXt chunk naming the longest valid name
+
+
+def make_png_parts(size: int, seed: bytes = b"") -> PngParts:
+    """A valid RGB PNG, split where a tEXt chunk goes (tagged_png). Pixels are random and
+    stored uncompressed, and tagged_png pads the comment, so each image is exactly `size`
+    bytes (or the smallest PNG of one row with its tag, if `size` is less than that)."""
     width = 64
     row = 1 + width * 3
-    height = max(1, (size - 120) // row)
+    height = max(1, (size - 120 - _TEXT_ROOM) // row)
     rng = os.urandom(height * width * 3) if not seed else (
         (seed * (height * width * 3 // max(1, len(seed)) + 1))[: height * width * 3])
     raw = b"".join(b"\x00" + rng[y * width * 3:(y + 1) * width * 3] for y in range(height))
     head = b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2,
                                                                0, 0, 0))
     tail = _chunk(b"IDAT", zlib.compress(raw, 0)) + _chunk(b"IEND", b"")
-    return head, tail
+    return PngParts(head, tail, size)
 
 
-def tagged_png(parts: tuple[bytes, bytes], tag: str) -> bytes:
-    head, tail = parts
-    return head + _chunk(b"tEXt", b"Comment\x00" + tag.encode()) + tail
+def tagged_png(parts: PngParts, tag: str) -> bytes:
+    """The image named by `tag` (distinct bytes for every tag), padded to the asked size."""
+    text = b"Comment\x00" + tag.encode()
+    short = parts.size - (len(parts.head) + len(parts.tail) + 12 + len(text))
+    if short > 0:
+        text += b" " * short
+    return parts.head + _chunk(b"tEXt", text) + parts.tail
 
 
 # ---- the run --------------------------------------------------------------------------

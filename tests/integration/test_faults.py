@@ -181,6 +181,11 @@ def test_client_cli_upload_get_status(cluster: LocalCluster, tmp_path: Path) -> 
     bad = subprocess.run([exe, "--config", str(tmp_path / "none.json"), "status"],
                          capture_output=True, text=True, timeout=30)
     assert bad.returncode == 2 and "config file not found" in bad.stderr
+    assert "--config" in bad.stderr and "CONFIG_FILE" not in bad.stderr  # the way it was given
+    named = subprocess.run([exe, *cfg, "upload", str(img), "--name", "bad name.png"],
+                           capture_output=True, text=True, timeout=30)
+    assert named.returncode == 2 and "not a valid image name" in named.stderr
+    assert "--name" not in named.stderr  # it was given already: no hint to use it
 
 
 def test_stress_command_reports_pass_and_writes_json(cluster: LocalCluster,
@@ -200,6 +205,7 @@ def test_stress_command_reports_pass_and_writes_json(cluster: LocalCluster,
     for u in data["uploads"]:
         stored = (cluster.shared_dir(u["node"]) / u["name"]).read_bytes()
         assert hashlib.sha256(stored).hexdigest() == u["sha256"]
+        assert len(stored) == u["bytes"] == 8192  # the size asked for, exactly
 
 
 def test_follower_killed_mid_upload_is_replaced_and_clients_see_no_error(
