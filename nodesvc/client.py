@@ -67,8 +67,10 @@ class Cluster:
         async def one(node: int) -> dict[str, object] | str:
             try:
                 resp = await self.request(node, "GET", "/status", timeout=2.0)
-            except PeerUnreachable as exc:
-                return f"unreachable ({exc})"
+            except PeerUnreachable as exc:  # short: the table has the address already
+                if exc.refused:
+                    return "unreachable (refused)"
+                return f"unreachable ({str(exc).split(': ', 1)[-1][:40]})"
             if resp.status != 200:
                 return f"HTTP {resp.status}"
             data = orjson.loads(resp.body)

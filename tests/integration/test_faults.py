@@ -188,6 +188,16 @@ def test_client_cli_upload_get_status(cluster: LocalCluster, tmp_path: Path) -> 
     assert "--name" not in named.stderr  # it was given already: no hint to use it
 
 
+def test_client_status_names_a_stopped_node_in_a_few_words(cluster: LocalCluster) -> None:
+    exe = str(Path(sys.executable).with_name("cloud-p2p-client"))
+    cluster.kill(1)  # (waits for the process to end)
+    st = subprocess.run([exe, "--config", str(cluster.config_file), "status"],
+                        capture_output=True, text=True, timeout=30)
+    row = next(line for line in st.stdout.splitlines() if line.split()[:1] == ["1"])
+    assert "unreachable (refused)" in row and "Errno" not in row, st.stdout
+    assert "Leader: node 3" in st.stdout
+
+
 def test_stress_command_reports_pass_and_writes_json(cluster: LocalCluster,
                                                      tmp_path: Path) -> None:
     import orjson
