@@ -1,6 +1,6 @@
 """The fault table on the lab: each fault injected under a steady upload load.
 
-    sudo .venv/bin/python bench/faults.py [--reps 10] [--json reports/faults.json]
+    sudo .venv/bin/python -m bench.faults [--reps 10] [--json reports/faults.json]
 
 Needs a lab with cloud-p2p deployed (./demo, or cloudlab up + playbooks/deploy.yml).
 Prints: case, repetitions, time until uploads succeed again (p50, max), uploads, failed
