@@ -652,9 +652,10 @@ class Node:
                 if resp.status in (200, 201):
                     self.index[name] = target
                 if resp.status == 201:
+                    self.placement.confirm(target)
                     self.metrics.placed(target)
                     log.info("[LeastLoad] RECORDED: Node %d now has %d total requests",
-                             target, self.placement.count(target))
+                             target, self.placement.recorded(target))
                 return resp
 
     async def _store_on(self, target: int, name: str, body: Tee) -> Response:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 @dataclass
 class Placement:
     assigned: dict[int, int] = field(default_factory=dict)
+    # Reservations whose upload is still under way (part of `assigned` until settled).
+    pending: dict[int, int] = field(default_factory=dict)
 
     def seed(self, reported: Mapping[int, int]) -> None:
         """Start from the nodes' own reports (a new leader)."""
@@ -36,10 +38,22 @@ class Placement:
         """Count a request against `node` as soon as it is chosen, so that concurrent
         uploads spread out instead of all picking the same least-loaded node."""
         self.assigned[node] = self.assigned.get(node, 0) + 1
+        self.pending[node] = self.pending.get(node, 0) + 1
+
+    def confirm(self, node: int) -> None:
+        """A reserved upload created its file there: it stays counted."""
+        self.pending[node] = max(0, self.pending.get(node, 0) - 1)
 
     def release(self, node: int) -> None:
         """Undo a reservation whose upload did not create a file there."""
         self.assigned[node] = max(0, self.assigned.get(node, 0) - 1)
+        self.pending[node] = max(0, self.pending.get(node, 0) - 1)
 
     def count(self, node: int) -> int:
+        """What placement weighs: requests assigned to `node`, those under way included."""
         return self.assigned.get(node, 0)
+
+    def recorded(self, node: int) -> int:
+        """Requests `node` has taken, not counting those under way (the RECORDED log line:
+        it then goes up by one per stored image, whatever the concurrency)."""
+        return self.assigned.get(node, 0) - self.pending.get(node, 0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import http.client
+import re
 import time
 
 import orjson
@@ -116,6 +117,13 @@ def test_hundred_uploads_end_34_33_33_with_exact_bytes(cluster: LocalCluster) ->
     assert counts == [34, 33, 33]
     status = cluster.status(3)
     assert {p["id"]: p["assigned"] for p in status["peers"]} == {1: 34, 2: 33, 3: 33}
+    # The leader's RECORDED lines count each node's stored images one by one, although ten
+    # uploads were under way at a time.
+    log = cluster.wait_log(3, "Node 1 now has 34 total requests")
+    recorded: dict[int, list[int]] = {}
+    for m in re.finditer(r"RECORDED: Node (\d+) now has (\d+) total requests", log):
+        recorded.setdefault(int(m[1]), []).append(int(m[2]))
+    assert recorded == {n: list(range(1, c + 1)) for n, c in ((1, 34), (2, 33), (3, 33))}
 
 
 def test_reupload_is_idempotent_and_conflicts_are_refused(cluster: LocalCluster) -> None:

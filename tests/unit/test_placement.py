@@ -63,3 +63,18 @@ def test_spread_stays_within_one(start: int, nodes: int, picks: int) -> None:
     counts = [p.count(i) for i in ids]
     assert max(counts) - min(counts) <= 1
     assert sum(counts) == start * nodes + picks
+
+
+def test_recorded_counts_settled_uploads_only() -> None:
+    """Placement weighs uploads under way too; the RECORDED log line counts only those
+    settled, so with concurrent uploads it still goes up by one per stored image."""
+    p = Placement()
+    for _ in range(3):
+        p.reserve(1)
+    assert (p.count(1), p.recorded(1)) == (3, 0)
+    p.confirm(1)
+    assert (p.count(1), p.recorded(1)) == (3, 1)
+    p.release(1)  # one failed: no longer weighed, never recorded
+    assert (p.count(1), p.recorded(1)) == (2, 1)
+    p.confirm(1)
+    assert (p.count(1), p.recorded(1)) == (2, 2)
