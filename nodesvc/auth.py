@@ -110,18 +110,18 @@ class PeerAuth:
             del self._seen[nonce]
 
 
-def load_secret(path: str) -> bytes:
-    """Read the secret file; raise ValueError with a reason a user can act on."""
+def load_secret(path: str, what: str = "the cluster secret") -> bytes:
+    """Read a secret file (`what` names it in messages); raise ValueError with a reason a
+    user can act on."""
     try:
         st = os.stat(path)
         with open(path, "rb") as f:
             secret = f.read().strip()
     except OSError as exc:
-        raise ValueError(f"{path}: cannot read the cluster secret: {exc.strerror}") from None
+        raise ValueError(f"{path}: cannot read {what}: {exc.strerror}") from None
     if st.st_mode & 0o007:
-        raise ValueError(f"{path}: the cluster secret must not be readable by others "
+        raise ValueError(f"{path}: {what} must not be readable by others "
                          f"(mode {st.st_mode & 0o777:o}; use chmod 0640 or 0600)")
     if len(secret) < MIN_SECRET_BYTES:
-        raise ValueError(f"{path}: the cluster secret is too short "
-                         f"(at least {MIN_SECRET_BYTES} bytes)")
+        raise ValueError(f"{path}: {what} is too short (at least {MIN_SECRET_BYTES} bytes)")
     return secret

@@ -242,7 +242,9 @@ async def _upload_cmd(cluster: Cluster, args: argparse.Namespace) -> int:
                   f"{r.latency_ms:.1f} ms)")
         else:
             failed += 1
-            print(f"{name}: FAILED: {r.error}", file=sys.stderr)
+            hint = " (this cluster wants its client token: --token-file FILE)" \
+                if r.status == 401 and not cluster.headers else ""
+            print(f"{name}: FAILED: {r.error}{hint}", file=sys.stderr)
     await cluster.close()
     return 1 if failed else 0
 

@@ -217,11 +217,12 @@ def load_settings(env: Mapping[str, str]) -> NodeSettings:
     if env.get("BIND"):
         bind_host, bind_port = parse_address(env["BIND"], "BIND")
     secrets: dict[str, bytes | None] = {}
-    for var in ("CLUSTER_SECRET_FILE", "CLIENT_TOKEN_FILE"):
+    for var, what in (("CLUSTER_SECRET_FILE", "the cluster secret"),
+                      ("CLIENT_TOKEN_FILE", "the client token")):
         secrets[var] = None
         if env.get(var):
             try:
-                secrets[var] = load_secret(env[var])
+                secrets[var] = load_secret(env[var], what)
             except ValueError as exc:
                 raise ConfigError(f"{var}={exc}") from None
     return NodeSettings(config, node_id, shared_dir, bind_host, bind_port, config_file,

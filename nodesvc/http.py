@@ -608,4 +608,4 @@ _UNREACHABLE = (OSError, TimeoutError, ProtocolError, _StaleConnection)
 
 def _unreachable(host: str, port: int, exc: BaseException) -> PeerUnreachable:
     refused = isinstance(exc, ConnectionRefusedError | ConnectionResetError | _StaleConnection)
-    return PeerUnreachable(f"{host}:{port}: {exc or type(exc).__name__}", refused)
+    return PeerUnreachable(f"{host}:{port}: {str(exc) or type(exc).__name__}", refused)

@@ -83,6 +83,14 @@ def test_cluster_secret_is_readable_only_by_the_service(host, service_user) -> N
     assert "peer authentication is OFF" not in log
 
 
+def test_uploads_need_no_client_token_unless_the_deploy_asks_for_one(host) -> None:  # type: ignore[no-untyped-def]
+    """The default deploy (cloud_p2p_client_token false) leaves no token behind, on disk or
+    in the unit; tests/lab/test_deploy.py turns one on and off again."""
+    assert not host.file("/etc/cloud-p2p/client.token").exists
+    env = host.check_output("systemctl show cloud-p2p -p Environment --value")
+    assert "CLIENT_TOKEN_FILE" not in env
+
+
 def test_service_may_open_a_file_per_connection(host, cluster_config) -> None:  # type: ignore[no-untyped-def]
     pid = host.check_output("systemctl show cloud-p2p -p MainPID --value")
     limits = host.check_output(f"cat /proc/{pid}/limits")

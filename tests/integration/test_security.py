@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import orjson
 
@@ -89,3 +92,14 @@ def test_uploads_need_the_client_token_when_one_is_set(make_cluster) -> None:  #
     assert c.request(1, "PUT", "/images/a.png", b"png",
                      headers={"authorization": "Bearer " + "t" * 32})[0] == 201
     assert c.request(2, "GET", "/images/a.png") == (200, b"png")  # reads stay open
+    # The client says what is missing, and sends the token it is given.
+    exe = str(Path(sys.executable).with_name("cloud-p2p-client"))
+    img = c.workdir / "b.png"
+    img.write_bytes(b"png b")
+    cfg = ["--config", str(c.config_file)]
+    without = subprocess.run([exe, *cfg, "upload", str(img)], capture_output=True, text=True,
+                             timeout=30)
+    assert without.returncode == 1 and "--token-file" in without.stderr
+    given = subprocess.run([exe, *cfg, "--token-file", str(token), "upload", str(img)],
+                           capture_output=True, text=True, timeout=30)
+    assert given.returncode == 0 and "b.png: stored on node" in given.stdout, given.stderr

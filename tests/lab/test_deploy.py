@@ -93,14 +93,20 @@ def test_stress_playbook_passes_and_checks_every_host() -> None:
         assert f"node {node}: {count} files, all with the right sha256" in out
 
 
-def test_stress_runs_from_a_remote_client_host(tmp_path: Path) -> None:
-    """The client group may be a machine other than the control machine: here h1, which
-    runs the client that deploy.yml installed there, uploads to every node through their
-    firewalls, and its report comes back to the control machine."""
+def remote_client_inventory(tmp_path: Path) -> Path:
+    """The lab's inventory with h1 as the stress client instead of the control machine."""
     remote = tmp_path / "inventory.ini"
     lines = INVENTORY.read_text().splitlines()
     client = lines.index("[client]")
     remote.write_text("\n".join([*lines[:client + 1], "h1", *lines[client + 2:]]) + "\n")
+    return remote
+
+
+def test_stress_runs_from_a_remote_client_host(tmp_path: Path) -> None:
+    """The client group may be a machine other than the control machine: here h1, which
+    runs the client that deploy.yml installed there, uploads to every node through their
+    firewalls, and its report comes back to the control machine."""
+    remote = remote_client_inventory(tmp_path)
     report_file = ROOT / "reports" / "last-stress.json"
     before = orjson.loads(report_file.read_bytes())["run_id"] if report_file.exists() else None
     rc, out, _ = playbook("playbooks/stress.yml", "-e", "cloud_p2p_stress_requests=5",
@@ -111,6 +117,46 @@ def test_stress_runs_from_a_remote_client_host(tmp_path: Path) -> None:
     report = orjson.loads(report_file.read_bytes())
     assert report["run_id"] != before
     assert report["summary"]["ok"] == 50
+
+
+def put_image(node: int, name: str, data: bytes, token: str | None = None) -> int:
+    """PUT an image to a lab node; the HTTP status."""
+    import http.client
+
+    from cloudlab.plan import HostPlan
+
+    conn = http.client.HTTPConnection(HostPlan(node).address, 7000 + node, timeout=30)
+    try:
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        conn.request("PUT", f"/images/{name}", body=data, headers=headers)
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status
+    finally:
+        conn.close()
+
+
+def test_a_client_token_guards_uploads_and_the_stress_test_sends_it(tmp_path: Path) -> None:
+    """cloud_p2p_client_token=true: every node wants the token on uploads, the stress
+    client sends it (from the control machine and from a node), and turning it off again
+    opens uploads again."""
+    from nodesvc.stress import make_png_parts, tagged_png
+
+    on = ("-e", "cloud_p2p_client_token=true")
+    rc, out, _ = playbook("playbooks/deploy.yml", *on)
+    assert rc == 0, out[-3000:]
+    token = (ROOT / "secrets" / "client.token").read_text().strip()
+    parts = make_png_parts(2000)
+    assert put_image(2, "token-none.png", tagged_png(parts, "none")) == 401
+    assert put_image(2, "token-wrong.png", tagged_png(parts, "wrong"), "0" * 48) == 401
+    assert put_image(2, "token-right.png", tagged_png(parts, "right"), token) == 201
+    for inventory in (INVENTORY, remote_client_inventory(tmp_path)):
+        rc, out, _ = playbook("playbooks/stress.yml", *on, "-e", "cloud_p2p_stress_requests=3",
+                              inventory=inventory)
+        assert rc == 0 and "RESULT: PASS" in out, out[-3000:]
+    rc, out, _ = playbook("playbooks/deploy.yml")
+    assert rc == 0, out[-3000:]
+    assert put_image(3, "token-off.png", tagged_png(parts, "off")) == 201
 
 
 def test_ufw_drops_a_port_that_is_not_allowed() -> None:

@@ -113,3 +113,14 @@ def test_durability_is_fsync_unless_turned_off_explicitly() -> None:
     assert off.durability == "none" and off.hash != parse_config(SEED).hash
     with pytest.raises(ConfigError, match='"durability" must be one of fsync, none'):
         parse_config(SEED.replace(b'"shared_dir"', b'"durability": "fast", "shared_dir"'))
+
+
+@pytest.mark.parametrize(("var", "what"), [("CLUSTER_SECRET_FILE", "the cluster secret"),
+                                           ("CLIENT_TOKEN_FILE", "the client token")])
+def test_a_secret_file_others_can_read_is_refused_by_its_own_name(
+        tmp_path: Path, var: str, what: str) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("x" * 40)
+    secret.chmod(0o644)
+    with pytest.raises(ConfigError, match=f"{var}=.*: {what} must not be readable by others"):
+        load_settings(env_for(tmp_path, **{var: str(secret)}))
