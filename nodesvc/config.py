@@ -28,6 +28,7 @@ DEFAULTS: dict[str, int] = {
     "client_timeout_ms": 10_000,   # a connection must send its request head within this
     "max_connections": 1024,       # more open connections than this are closed at once
 }
+MIN_CONNECTIONS_PER_NODE = 16  # max_connections must be at least this times the node count
 DURABILITY = ("fsync", "none")  # fsync: file and directory synced before 201 (the default)
 KNOWN_KEYS = {"peers", "shared_dir", "durability", *DEFAULTS}
 _LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")  # one DNS label
@@ -163,6 +164,12 @@ def parse_config(raw: bytes, source: str = "config.json") -> Config:
     settings = {key: _positive_int(data, key, source) for key in DEFAULTS}
     if settings["leader_timeout_ms"] <= settings["heartbeat_ms"]:
         raise ConfigError(f"{source}: leader_timeout_ms must be larger than heartbeat_ms")
+    least = MIN_CONNECTIONS_PER_NODE * len(peers)
+    if settings["max_connections"] < least:
+        # Each peer may keep max_connections / nodes connections to a node; below this the
+        # peers' own connections can take every slot and lock clients out.
+        raise ConfigError(f"{source}: max_connections must be at least {least} for "
+                          f"{len(peers)} nodes ({MIN_CONNECTIONS_PER_NODE} per node)")
     durability = data.get("durability", "fsync")
     if durability not in DURABILITY:
         raise ConfigError(f'{source}: "durability" must be one of {", ".join(DURABILITY)}, '

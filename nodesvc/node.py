@@ -129,7 +129,7 @@ class Node:
         # quarter of its forwards, 4-7% of the cluster's CPU), yet all peers' pools together
         # stay within each node's max_connections.
         self.client = HttpClient(connect_timeout=cfg.election_timeout_ms / 1000,
-                                 max_idle=max(16, cfg.max_connections // len(cfg.ids)))
+                                 max_idle=cfg.max_connections // len(cfg.ids))
         self.auth = PeerAuth(settings.secret, self.id) if settings.secret else None
         self._client_token = settings.client_token
         self.server = HttpServer(self.handle, ServerLimits(

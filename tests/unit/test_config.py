@@ -124,3 +124,12 @@ def test_a_secret_file_others_can_read_is_refused_by_its_own_name(
     secret.chmod(0o644)
     with pytest.raises(ConfigError, match=f"{var}=.*: {what} must not be readable by others"):
         load_settings(env_for(tmp_path, **{var: str(secret)}))
+
+
+def test_max_connections_leaves_room_for_clients() -> None:
+    """Each peer may keep max_connections / nodes connections to a node: with too few
+    slots the peers' own connections took them all and clients were locked out."""
+    three = SEED.replace(b'"shared_dir"', b'"max_connections": 47, "shared_dir"')
+    with pytest.raises(ConfigError, match="max_connections must be at least 48 for 3 nodes"):
+        parse_config(three)
+    assert parse_config(three.replace(b": 47", b": 48")).max_connections == 48
