@@ -89,12 +89,18 @@ def measure(run: Callable[[], T]) -> tuple[T, CpuUse]:
     return result, CpuUse(used, busy)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__,
+def cell_parser(doc: str | None, seconds: float) -> argparse.ArgumentParser:
+    """A bench tool's parser with the options of its one wrk cell."""
+    p = argparse.ArgumentParser(description=doc,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", choices=list(SIZES), default="64KiB")
     p.add_argument("--clients", type=int, default=64)
-    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--seconds", type=float, default=seconds)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = cell_parser(__doc__, seconds=10.0)
     p.add_argument("--target", choices=("cloud-p2p", "peer"), default="cloud-p2p")
     args = p.parse_args(argv)
     if not existing_hosts():

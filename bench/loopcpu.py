@@ -17,7 +17,6 @@ Needs root (mount) and wrk (scripts/install-bench-deps).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import subprocess
@@ -29,7 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from bench.compare import SIZES
-from bench.cpu import cpu_seconds, machine_busy
+from bench.cpu import cell_parser, cpu_seconds, machine_busy
 from bench.lab_limits import sha256_ms_per_mib
 from bench.loopback import free_ports
 from bench.wrk import run_wrk
@@ -121,11 +120,7 @@ def idle_run(label: str, src: Path, seconds: float = 15.0) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--size", choices=list(SIZES), default="64KiB")
-    p.add_argument("--clients", type=int, default=64)
-    p.add_argument("--seconds", type=float, default=6.0)
+    p = cell_parser(__doc__, seconds=6.0)
     p.add_argument("--rev", help="also measure this git revision, alternating with this tree")
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--idle", action="store_true", help="measure an idle cluster's CPU instead")

@@ -70,7 +70,7 @@ class Cluster:
             except PeerUnreachable as exc:  # short: the table has the address already
                 if exc.refused:
                     return "unreachable (refused)"
-                return f"unreachable ({str(exc).split(': ', 1)[-1][:40]})"
+                return f"unreachable ({exc.reason[:40]})"
             if resp.status != 200:
                 return f"HTTP {resp.status}"
             data = orjson.loads(resp.body)

@@ -371,9 +371,10 @@ class PeerUnreachable(Exception):
     process is gone. False means silence (a timeout), which may only be slowness.
     """
 
-    def __init__(self, text: str, refused: bool = False) -> None:
+    def __init__(self, text: str, refused: bool = False, reason: str = "") -> None:
         super().__init__(text)
         self.refused = refused
+        self.reason = reason or text  # what went wrong, without the address
 
 
 @dataclass
@@ -608,4 +609,5 @@ _UNREACHABLE = (OSError, TimeoutError, ProtocolError, _StaleConnection)
 
 def _unreachable(host: str, port: int, exc: BaseException) -> PeerUnreachable:
     refused = isinstance(exc, ConnectionRefusedError | ConnectionResetError | _StaleConnection)
-    return PeerUnreachable(f"{host}:{port}: {str(exc) or type(exc).__name__}", refused)
+    reason = str(exc) or type(exc).__name__
+    return PeerUnreachable(f"{host}:{port}: {reason}", refused, reason)
