@@ -118,8 +118,10 @@ def test_hundred_uploads_end_34_33_33_with_exact_bytes(cluster: LocalCluster) ->
     status = cluster.status(3)
     assert {p["id"]: p["assigned"] for p in status["peers"]} == {1: 34, 2: 33, 3: 33}
     # The leader's RECORDED lines count each node's stored images one by one, although ten
-    # uploads were under way at a time.
-    log = cluster.wait_log(3, "Node 1 now has 34 total requests")
+    # uploads were under way at a time. The last upload may have gone to any node, so wait
+    # for every node's last line before reading the log.
+    for node, count in ((1, 34), (2, 33), (3, 33)):
+        log = cluster.wait_log(3, f"Node {node} now has {count} total requests")
     recorded: dict[int, list[int]] = {}
     for m in re.finditer(r"RECORDED: Node (\d+) now has (\d+) total requests", log):
         recorded.setdefault(int(m[1]), []).append(int(m[2]))
