@@ -50,6 +50,9 @@ class Metrics:
                               for result in ("created", "exists", "conflict", "error")}
         self.write_result = {result: self.stored_writes.labels(result=result)
                              for result in ("created", "conflict", "disk_full", "error")}
+        # Present at 0 from the start, so that a rate or an alert on them works before the
+        # first refusal (a series that appears only later has no rate at first).
+        self.refused_why = {why: self.refused.labels(why=why) for why in ("peer", "client")}
         self._placed: dict[int, Counter] = {}
 
     def placed(self, node: int) -> None:

@@ -354,8 +354,10 @@ class Node:
             self.index.setdefault(name, holder)
         self.placement.seed(reported)
         self.index_ready.set()
-        log.info("[Node %d] leader index ready: %d images, loads %s", self.id, len(self.index),
-                 dict(sorted(reported.items())))
+        # Once per term led: a second line means another node claimed the same term (nodes
+        # started together) or led meanwhile, and the index was learnt again.
+        log.info("[Node %d] leader index ready (term %d): %d images, loads %s", self.id,
+                 self.election.term, len(self.index), dict(sorted(reported.items())))
         if duplicates:
             self._spawn(self._resolve_duplicates(duplicates))
 
@@ -475,7 +477,7 @@ class Node:
             reason = self.auth.verify(signature, req.method, req.target, req.body,
                                       req.body_sha256, head_only_ok=_is_image_put(req))
             if reason is not None:
-                self.metrics.refused.labels(why="peer").inc()
+                self.metrics.refused_why["peer"].inc()
                 log.warning("[Node %d] refused %s %s: %s", self.id, req.method,
                             req.path[:80], reason)
                 return error(401, "unauthorized", reason)
@@ -483,7 +485,7 @@ class Node:
                 and req.method in ("PUT", "POST"):
             given = req.headers.get("authorization", "").removeprefix("Bearer ").encode()
             if not hmac.compare_digest(given, self._client_token):
-                self.metrics.refused.labels(why="client").inc()
+                self.metrics.refused_why["client"].inc()
                 return error(401, "unauthorized", "uploads need Authorization: Bearer <token>",
                              headers=[("www-authenticate", "Bearer")])
         return None

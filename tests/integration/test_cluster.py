@@ -181,6 +181,8 @@ def test_status_metrics_healthz(cluster: LocalCluster) -> None:
     assert code == 200
     assert b'cloudp2p_uploads_total{result="created"} 1.0' in text
     assert b"cloudp2p_is_leader 1.0" in text
+    # Refusals are counted from zero, before the first one, so a rate of them works at once.
+    assert b'cloudp2p_refused_requests_total{why="client"} 0.0' in text
     assert cluster.request(1, "GET", "/healthz")[0] == 200
 
 
