@@ -188,15 +188,16 @@ class HttpServer:
         loop = asyncio.get_running_loop()
         first = True
         while True:
-            # A deadline for the whole request head, not per read: a slowloris client that
-            # trickles a byte at a time is cut off all the same.
-            timeout = self.limits.header_timeout if first else self.limits.idle_timeout
             try:
-                head = await _next_event(parser, reader, loop.time() + timeout)
+                head = await self._next_head(parser, reader, first)
             except ProtocolError as exc:
-                what = "headers too large" if exc.status == 431 else "bad request"
-                await _send(writer, error(exc.status, what, str(exc)), close=True)
+                await _send(writer, _refused(exc), close=True)
                 return
+            except TimeoutError:
+                if not parser.idle:  # a head begun and not finished in time
+                    await _send(writer, _timed_out("request head", self.limits.header_timeout),
+                                close=True)
+                return  # (an idle keep-alive connection just closes)
             if head is None:
                 return  # the client closed the connection between requests
             first = False
@@ -228,12 +229,18 @@ class HttpServer:
                 await _send(writer, _too_large(self.limits), close=True)
                 return
             except ProtocolError as exc:
-                await _send(writer, error(400, "bad request", str(exc)), close=True)
+                await _send(writer, _refused(exc), close=True)
                 return
-            except (ConnectionError, TimeoutError):
-                if not body.done:
-                    raise  # the client went silent or away mid-body: drop the connection
+            except TimeoutError:
+                if not body.done:  # the client went silent mid-body
+                    await _send(writer, _timed_out("body", self.limits.body_timeout),
+                                close=True)
+                    return
                 response = error(500, "internal error", "timeout")
+            except ConnectionError:
+                if not body.done:
+                    raise  # the client went away mid-body: drop the connection
+                response = error(500, "internal error", "connection lost")
             except Exception as exc:  # a bug must not kill the node; it is logged and answered
                 print(f"[http] handler error on {request.method} {request.target}: {exc!r}",
                       flush=True)
@@ -247,6 +254,38 @@ class HttpServer:
             await _send(writer, response, close=last, head_only=head.method == "HEAD")
             if last:
                 return
+
+
+    async def _next_head(self, parser: Parser, reader: Connection,
+                         first: bool) -> Head | bytes | End | None:
+        """The next request's head; None if the client closed between requests. A deadline
+        for the whole head, not per read, so that a client trickling a byte at a time is cut
+        off all the same: `header_timeout` from the connection's start for the first request,
+        and for a later one from its first byte (until then the connection may idle for
+        `idle_timeout`)."""
+        loop = asyncio.get_running_loop()
+        limits = self.limits
+        deadline = loop.time() + (limits.header_timeout if first else limits.idle_timeout)
+        begun = first
+        while True:
+            event = parser.next_event()
+            if event is not NEED_DATA:
+                return event
+            if parser.closed:
+                return None
+            parser.feed(await reader.read(READ_SIZE, deadline))
+            if not begun and not parser.idle:
+                begun = True
+                deadline = min(deadline, loop.time() + limits.header_timeout)
+
+
+def _refused(exc: ProtocolError) -> Response:
+    return error(exc.status, "headers too large" if exc.status == 431 else "bad request",
+                 str(exc))
+
+
+def _timed_out(what: str, seconds: float) -> Response:
+    return error(408, "request timeout", f"the {what} did not arrive within {seconds:g} s")
 
 
 def _write_continue(writer: Connection) -> None:

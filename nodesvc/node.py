@@ -542,9 +542,9 @@ class Node:
         }
         if path in routes:
             allowed, handler = routes[path]
-            if method != allowed:
-                return _not_allowed(allowed)
-            return await handler(req)
+            if method == allowed or (method == "HEAD" and allowed == "GET"):
+                return await handler(req)  # (the server sends a HEAD's answer without body)
+            return _not_allowed("GET, HEAD" if allowed == "GET" else allowed)
         return error(404, "not found", f"no route for {path}")
 
     # ---- uploads ------------------------------------------------------------------------
@@ -561,6 +561,8 @@ class Node:
         if not valid_name(name):
             return error(400, "invalid name",
                          "names match [A-Za-z0-9][A-Za-z0-9._-]{0,254}")
+        if req.stream is None and not req.body:
+            return _empty_image()
         if FORWARDED in req.headers:
             if self.election.role is not Role.LEADER:
                 return error(503, "not leader", f"node {self.id} no longer leads",
@@ -706,6 +708,8 @@ class Node:
         """The target's part: a durable write on this node's disk."""
         if not valid_name(name):
             return error(400, "invalid name", name[:80])
+        if not body:  # (a streamed upload is known to be empty only here)
+            return _empty_image()
         async with self.write_locks.hold(name):
             try:
                 stored = await self.committer.commit(Write(name, body, sha256.hex()))
@@ -881,6 +885,11 @@ def _is_image_put(req: Request) -> bool:
     return req.method == "PUT" and (req.path.startswith("/peer/store/")
                                     or (FORWARDED in req.headers
                                         and req.path.startswith("/images/")))
+
+
+def _empty_image() -> Response:
+    return error(400, "empty image", "the body holds no bytes (a PUT needs the image as its "
+                 "body, with a Content-Length or chunked)")
 
 
 def _not_allowed(allowed: str) -> Response:

@@ -171,11 +171,16 @@ class Parser:
     def on_header(self, name: bytes, value: bytes) -> None:
         text_name = name.decode("latin-1").lower()
         text = value.decode("latin-1")
+        self._head_size += len(name) + len(value) + 4
         if self._trailers is not None:
+            # Trailers count against the head's limit too, or a chunked body's end could
+            # bring megabytes of fields.
+            if self._head_size > self._max_head and self.broken is None:
+                self.broken = ProtocolError(f"head and trailers over {self._max_head} bytes",
+                                            431)
             self._trailers[text_name] = text
             return
         assert self._head is not None
-        self._head_size += len(name) + len(value) + 4
         headers = self._head.headers
         # Repeated fields are one comma-separated list (RFC 9110 5.3).
         headers[text_name] = f"{headers[text_name]}, {text}" if text_name in headers else text
@@ -193,11 +198,17 @@ class Parser:
         self._trailers = {}
         self._body_seen = 0
         length = head.headers.get("content-length", "")
-        self._length = int(length) if self._kind == "request" and length.isdigit() \
+        self._length = int(length) if self._kind == "request" and length.isascii() \
+            and length.isdigit() \
             and "transfer-encoding" not in head.headers else None
         if self._head_size > self._max_head:
             # Refused whole: neither this head nor anything after it becomes an event.
             self.broken = ProtocolError(f"head over {self._max_head} bytes", 431)
+            return
+        if self._kind == "request" and self._parser.should_upgrade():
+            # llhttp would take the rest of the stream as another protocol and end this
+            # message here, without its body: an upload would be stored empty. Refused whole.
+            self.broken = ProtocolError("protocol upgrades are not supported")
             return
         self._events.append(head)
 

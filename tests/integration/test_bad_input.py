@@ -171,3 +171,80 @@ def test_a_connection_flood_is_capped_and_the_node_recovers(node: LocalCluster) 
 def test_a_real_upload_still_works_after_all_that(node: LocalCluster) -> None:
     assert node.request(2, "PUT", "/images/ok-final.png", b"\x89PNG\r\n\x1a\nfinal")[0] == 201
     audit(node)
+
+
+def test_an_upgrade_request_is_refused_whole_and_stores_nothing(node: LocalCluster) -> None:
+    # What `curl --http2` sends. llhttp ends such a message at its head, so it used to be
+    # stored as an empty image, answered 201, and followed by a stray 400.
+    out = raw(node, 1, b"PUT /images/ok-upgrade.png HTTP/1.1\r\nHost: x\r\n"
+                       b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+                       b"Content-Length: 5\r\n\r\nabcde")
+    assert out.startswith(b"HTTP/1.1 400") and out.count(b"HTTP/1.1 ") == 1, out[:300]
+    assert b"upgrades are not supported" in out
+    time.sleep(0.2)
+    assert all("ok-upgrade.png" not in node.files(n) for n in node.ports)
+    assert node.request(2, "PUT", "/images/ok-upgrade.png", b"\x89PNG\r\n\x1a\nup")[0] == 201
+    audit(node)
+
+
+def test_trailers_count_against_the_head_limit(node: LocalCluster) -> None:
+    trailers = b"".join(b"X-%d: %s\r\n" % (i, b"v" * 200) for i in range(200))  # 40 KiB
+    head = b"PUT /images/ok-trailers.png HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    out = raw(node, 2, head + b"5\r\nabcde\r\n0\r\n" + trailers + b"\r\n")
+    assert out.startswith(b"HTTP/1.1 431"), out[:300]
+    time.sleep(0.2)
+    assert all("ok-trailers.png" not in node.files(n) for n in node.ports)
+    audit(node)
+    healthy(node)
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"PUT /images/ok-empty.png HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+    b"PUT /images/ok-empty.png HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"PUT /images/ok-empty.png HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"POST /images HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+], ids=["length-0", "no-length", "chunked-empty", "post-empty"])
+@pytest.mark.parametrize("at", [1, 2])
+def test_an_empty_upload_is_400_and_stores_nothing(node: LocalCluster, request_bytes: bytes,
+                                                   at: int) -> None:
+    before = {n: set(node.files(n)) for n in node.ports}
+    out = raw(node, at, request_bytes)
+    assert out.startswith(b"HTTP/1.1 400") and b"empty image" in out, out[:300]
+    assert {n: set(node.files(n)) for n in node.ports} == before
+
+
+def test_head_is_answered_wherever_get_is(node: LocalCluster) -> None:
+    for path in ("/status", "/healthz", "/metrics"):
+        conn = http.client.HTTPConnection(node.host, node.ports[1], timeout=5)
+        try:
+            conn.request("HEAD", path)
+            resp = conn.getresponse()
+            assert resp.status == 200, path
+            assert int(resp.headers["content-length"]) > 0 and resp.read() == b"", path
+        finally:
+            conn.close()
+
+
+def test_a_kept_alive_connection_must_send_its_next_head_in_time(node: LocalCluster) -> None:
+    """After a first request, the connection may idle, but a head once begun must be
+    complete within client_timeout_ms (1 s here), as on a fresh connection: else 408."""
+    with socket.create_connection((node.host, node.ports[1]), timeout=5) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert s.recv(65536).startswith(b"HTTP/1.1 200")
+        time.sleep(1.5)  # idle longer than client_timeout_ms: allowed
+        t0 = time.monotonic()
+        out = b""
+        s.settimeout(0.1)
+        for byte in b"GET /status HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"z" * 100:
+            try:
+                s.sendall(bytes([byte]))
+                out = s.recv(65536)
+            except TimeoutError:
+                continue
+            except ConnectionError:
+                break
+            if out or time.monotonic() - t0 > 5:
+                break
+        took = time.monotonic() - t0
+    assert out.startswith(b"HTTP/1.1 408"), out[:300]
+    assert 0.9 < took < 3, took
