@@ -79,8 +79,8 @@ class PeerAuth:
             return "missing peer signature"
         parts = value.split(":")
         head_only = len(parts) == 5 and parts[4] == HEAD_ONLY
-        if (len(parts) != 4 and not head_only) or not parts[0].isdigit() \
-                or not parts[1].isdigit():
+        if (len(parts) != 4 and not head_only) or not _digits(parts[0]) \
+                or not _digits(parts[1]):
             return "malformed peer signature"
         if head_only and not head_only_ok:
             return "this request must be signed over its body"
@@ -108,6 +108,18 @@ class PeerAuth:
             if until > now:
                 return
             del self._seen[nonce]
+
+
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()  # ("²".isdigit() is true; int() refuses it)
+
+
+def check_token(token: bytes, where: str) -> bytes:
+    """A client token goes in an HTTP header: one word of visible ASCII."""
+    if not token or not all(33 <= b <= 126 for b in token):
+        raise ValueError(f"{where}: the client token must be one line of visible ASCII "
+                         "characters (no spaces or control characters)")
+    return token
 
 
 def load_secret(path: str, what: str = "the cluster secret") -> bytes:

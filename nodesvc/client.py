@@ -19,6 +19,7 @@ from pathlib import Path
 
 import orjson
 
+from nodesvc.auth import check_token
 from nodesvc.config import ConfigError, Peer, load_config
 from nodesvc.http import HttpClient, PeerUnreachable, Response
 from nodesvc.storage import valid_name
@@ -204,9 +205,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     token = None
     if token_file:
         try:
-            token = Path(token_file).read_bytes().strip()
+            token = check_token(Path(token_file).read_bytes().strip(), str(token_file))
         except OSError as exc:
             print(f"cloud-p2p-client: error: {token_file}: {exc.strerror}", file=sys.stderr)
+            return 2
+        except ValueError as exc:
+            print(f"cloud-p2p-client: error: {exc}", file=sys.stderr)
             return 2
     if args.command == "stress":
         from nodesvc.stress import run_command
@@ -250,6 +254,11 @@ async def _upload_cmd(cluster: Cluster, args: argparse.Namespace) -> int:
 
 
 async def _get_cmd(cluster: Cluster, args: argparse.Namespace) -> int:
+    if not valid_name(args.name):
+        await cluster.close()
+        print(f"cloud-p2p-client: error: {args.name!r} is not a valid image name "
+              "([A-Za-z0-9][A-Za-z0-9._-]{0,254})", file=sys.stderr)
+        return 2
     status, body = await cluster.get(args.name)
     await cluster.close()
     if status != 200:
@@ -257,7 +266,12 @@ async def _get_cmd(cluster: Cluster, args: argparse.Namespace) -> int:
         print(f"cloud-p2p-client: error: {args.name}: {reason}", file=sys.stderr)
         return 1
     if args.output and str(args.output) != "-":
-        args.output.write_bytes(body)
+        try:
+            args.output.write_bytes(body)
+        except OSError as exc:
+            print(f"cloud-p2p-client: error: cannot write {args.output}: "
+                  f"{exc.strerror or exc}", file=sys.stderr)
+            return 2
         print(f"{args.name}: {len(body)} bytes -> {args.output}", file=sys.stderr)
     else:
         sys.stdout.buffer.write(body)

@@ -28,7 +28,8 @@ from nodesvc.client import Cluster, UploadResult
 from nodesvc.config import Config
 from nodesvc.storage import sha256_hex
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kib|kb|k|mib|mb|m|gib|g)?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kib|kb|k|mib|mb|m|gib|g)?\s*$",
+                   re.IGNORECASE | re.ASCII)
 _UNITS = {None: 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, "mb": 1000**2,
           "mib": 1024**2, "g": 1024**3, "gib": 1024**3}
 
@@ -256,7 +257,7 @@ def format_report(report: dict[str, object]) -> str:
 
 
 def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
     return int(text)
 
@@ -278,14 +279,39 @@ def run_command(config: Config, args: argparse.Namespace, token: bytes | None = 
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,60}", run_id):
         print(f"cloud-p2p-client: error: bad --run-id {run_id!r}", file=sys.stderr)
         return 2
+    if args.size > config.max_image_bytes:
+        print(f"cloud-p2p-client: error: --size {args.size} is over the cluster's "
+              f"max_image_bytes ({config.max_image_bytes}): every upload would be refused",
+              file=sys.stderr)
+        return 2
+    problem = args.json and _unwritable(args.json)
+    if problem:  # found before the run, not after its uploads
+        print(f"cloud-p2p-client: error: --json {args.json}: {problem}", file=sys.stderr)
+        return 2
     report = asyncio.run(run_stress(config, args.clients, args.requests, args.size, run_id,
                                     progress=sys.stderr.isatty() and not args.quiet,
                                     verify=not args.no_verify, token=token))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     print(format_report(report) if not args.quiet else f"RESULT: {report['result']}")
     if args.json:
+        try:
+            args.json.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+        except OSError as exc:
+            print(f"cloud-p2p-client: error: cannot write {args.json}: {exc.strerror or exc}",
+                  file=sys.stderr)
+            return 2
         print(f"Report: {args.json}")
     return 0 if report["result"] == "PASS" else 1
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why the report could not be written to `path` (its folder is made if missing)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot make its folder: {exc.strerror or exc}"
+    if path.is_dir():
+        return "is a directory"
+    if not os.access(path if path.exists() else path.parent, os.W_OK):
+        return "not writable"
+    return None
 

@@ -186,6 +186,18 @@ def test_client_cli_upload_get_status(cluster: LocalCluster, tmp_path: Path) -> 
                            capture_output=True, text=True, timeout=30)
     assert named.returncode == 2 and "not a valid image name" in named.stderr
     assert "--name" not in named.stderr  # it was given already: no hint to use it
+    # Bad names and unwritable outputs: one line and status 2, no traceback.
+    for args in (["get", "a\nb.png"], ["get", "\u20ac.png"],
+                 ["get", "cat.png", "-o", str(tmp_path)],
+                 ["get", "cat.png", "-o", str(tmp_path / "no" / "such" / "dir" / "x.png")]):
+        proc = subprocess.run([exe, *cfg, *args], capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, (args, proc.stderr)
+        assert proc.stderr.count("\n") == 1 and "error:" in proc.stderr, (args, proc.stderr)
+    for token in (b"\xff\xfe0123456789abcdef", b"abc\ndef0123456789"):
+        (tmp_path / "token").write_bytes(token)
+        proc = subprocess.run([exe, *cfg, "--token-file", str(tmp_path / "token"), "status"],
+                              capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 2 and "visible ASCII" in proc.stderr, proc.stderr
 
 
 def test_client_status_names_a_stopped_node_in_a_few_words(cluster: LocalCluster) -> None:
@@ -216,6 +228,23 @@ def test_stress_command_reports_pass_and_writes_json(cluster: LocalCluster,
         stored = (cluster.shared_dir(u["node"]) / u["name"]).read_bytes()
         assert hashlib.sha256(stored).hexdigest() == u["sha256"]
         assert len(stored) == u["bytes"] == 8192  # the size asked for, exactly
+
+
+def test_stress_command_checks_its_size_and_report_path_before_uploading(
+        cluster: LocalCluster, tmp_path: Path) -> None:
+    exe = str(Path(sys.executable).with_name("cloud-p2p-client"))
+    cfg = ["--config", str(cluster.config_file)]
+    before = {n: len(cluster.files(n)) for n in (1, 2, 3)}
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    for args, why in ((["--size", "1000GiB"], "over the cluster's max_image_bytes"),
+                      (["--json", str(tmp_path)], "is a directory"),
+                      (["--json", str(blocker / "r.json")], "cannot make its folder")):
+        proc = subprocess.run([exe, *cfg, "stress", "--clients", "1", "--requests", "2", *args],
+                              capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 2 and why in proc.stderr, (args, proc.stderr)
+        assert "Traceback" not in proc.stderr
+    assert {n: len(cluster.files(n)) for n in (1, 2, 3)} == before  # nothing was uploaded
 
 
 def test_follower_killed_mid_upload_is_replaced_and_clients_see_no_error(

@@ -45,6 +45,8 @@ def test_another_secret_or_no_signature_is_refused() -> None:
     assert "bad peer signature" in (b.verify(sig, "POST", "/peer/msg", b"") or "")
     assert b.verify(None, "POST", "/peer/msg", b"") == "missing peer signature"
     assert b.verify("1:2:3", "POST", "/peer/msg", b"") == "malformed peer signature"
+    # (str.isdigit() takes a superscript two, int() does not: that was a 500)
+    assert b.verify("\u00b2:2:ab:cd", "POST", "/peer/msg", b"") == "malformed peer signature"
     forged_sender = sig.replace("1:", "3:", 1)
     assert "bad peer signature" in (b.verify(forged_sender, "POST", "/peer/msg", b"") or "")
 

@@ -39,6 +39,8 @@ def test_the_seed_config_parses_with_defaults_and_sorted_peers() -> None:
     (b'{"peers": [{"id": 1, "address": "a"}]}', 'address must be "host:port"'),
     (b'{"peers": [{"id": 1, "address": "a:0"}]}', "no valid port"),
     (b'{"peers": [{"id": 1, "address": "a:70000"}]}', "no valid port"),
+    ('{"peers": [{"id": 1, "address": "a:\u00b9"}]}'.encode(), "no valid port"),
+    ('{"peers": [{"id": 1, "address": "a:\u0661"}]}'.encode(), "no valid port"),
     (b'{"peers": [{"id": 1, "address": ":7001"}]}', "has no host"),
     (b'{"peers": [{"id": 1, "address": "a b:7001"}]}', "invalid host"),
     (b'{"peers": [{"id": true, "address": "a:1"}]}', "id must be a non-negative integer"),
@@ -91,6 +93,10 @@ def test_settings_from_the_environment(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("extra", "message"), [
     ({"NODE_ID": ""}, "NODE_ID is not set"),
     ({"NODE_ID": "two"}, "NODE_ID must be a non-negative integer"),
+    ({"NODE_ID": "\u00b2"}, "NODE_ID must be a non-negative integer"),
+    ({"NODE_ID": "\uff12"}, "NODE_ID must be a non-negative integer"),
+    ({"BIND": "127.0.0.1:\u00b2"}, "BIND: address .* has no valid port"),
+    ({"SHARED_DIR": "a\x00b"}, "not a usable shared dir"),
     ({"NODE_ID": "9"}, "NODE_ID=9 is not in"),
     ({"BIND": "nonsense"}, 'BIND: address must be "host:port"'),
     ({"CONFIG_FILE": "/nonexistent/config.json"}, "config file not found"),
@@ -124,6 +130,14 @@ def test_a_secret_file_others_can_read_is_refused_by_its_own_name(
     secret.chmod(0o644)
     with pytest.raises(ConfigError, match=f"{var}=.*: {what} must not be readable by others"):
         load_settings(env_for(tmp_path, **{var: str(secret)}))
+
+
+def test_a_client_token_that_cannot_go_in_a_header_is_refused(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_bytes(b"abc def0123456789abcdef0123456789")
+    token.chmod(0o600)
+    with pytest.raises(ConfigError, match=r"CLIENT_TOKEN_FILE=.*visible ASCII"):
+        load_settings(env_for(tmp_path, CLIENT_TOKEN_FILE=str(token)))
 
 
 def test_max_connections_leaves_room_for_clients() -> None:
