@@ -116,19 +116,26 @@ class Cluster:
             delay = min(delay * 2, 0.5)
 
     async def get(self, name: str) -> tuple[int, bytes]:
-        """The image's bytes from any node (each node finds it anywhere in the cluster)."""
+        """The image's bytes from any node (each node finds it anywhere in the cluster). A
+        503 (the node holding it could not be asked: down, restarting) is retried until
+        the deadline; a 404 means every node answered and none holds it."""
+        t0, delay = time.monotonic(), 0.05
         last: Response | None = None
-        for node in self._candidates():
-            try:
-                resp = await self.request(node, "GET", f"/images/{name}")
-            except PeerUnreachable:
-                continue
-            if resp.status == 200:
-                return 200, resp.body
-            last = resp
-            if resp.status in (400, 404):
-                break
-        return (last.status, last.body) if last else (0, b"")
+        while True:
+            for node in self._candidates():
+                try:
+                    resp = await self.request(node, "GET", f"/images/{name}")
+                except PeerUnreachable:
+                    continue
+                if resp.status == 200:
+                    return 200, resp.body
+                last = resp
+                if resp.status in (400, 404):
+                    return resp.status, resp.body
+            if time.monotonic() - t0 + delay > self.deadline:
+                return (last.status, last.body) if last else (0, b"")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
     async def find_leader(self) -> int | None:
         for info in (await self.status_all()).values():
@@ -262,7 +269,8 @@ async def _get_cmd(cluster: Cluster, args: argparse.Namespace) -> int:
     status, body = await cluster.get(args.name)
     await cluster.close()
     if status != 200:
-        reason = "not found" if status == 404 else f"HTTP {status}" if status else "no node"
+        reason = "not found" if status == 404 else \
+            _error_text(Response(status, body)) if status else "no node answered"
         print(f"cloud-p2p-client: error: {args.name}: {reason}", file=sys.stderr)
         return 1
     if args.output and str(args.output) != "-":

@@ -753,15 +753,25 @@ class Node:
         others = sorted((p for p in self.election.peer_ids if p != hint),
                         key=lambda p: (p not in alive, p))
         order = ([hint] if hint is not None and hint != self.id else []) + others
+        unasked: list[int] = []
         for pid in order:
             try:
                 resp = await self._peer_request(pid, "GET", f"/images/{name}",
                                                 headers=[(LOCAL_ONLY, "1")])
             except PeerUnreachable:
+                unasked.append(pid)
                 continue
             if resp.status == 200:
                 return resp
-        return error(404, "not found", f"no live node holds {name}")
+            if resp.status != 404:
+                unasked.append(pid)  # (a node that is starting, or overloaded)
+        if unasked:
+            # Not "not found": the image may well be on a node we could not ask.
+            return error(503, "unavailable",
+                         f"{name} is on no node that answered; node(s) "
+                         f"{', '.join(map(str, sorted(unasked)))} could not be asked",
+                         headers=[("retry-after", "1")])
+        return error(404, "not found", f"no node holds {name}")
 
     # ---- peer and operator endpoints ----------------------------------------------------
 

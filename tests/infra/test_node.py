@@ -110,3 +110,10 @@ def test_unit_is_hardened(host) -> None:  # type: ignore[no-untyped-def]
     out = host.check_output("systemd-analyze security cloud-p2p --no-pager")
     exposure = float(out.rsplit("Overall exposure level for cloud-p2p.service:", 1)[1].split()[0])
     assert exposure <= 2.0, out[-500:]
+
+
+def test_systemd_restarts_the_node_without_ever_giving_up(host) -> None:  # type: ignore[no-untyped-def]
+    props = host.check_output(
+        "systemctl show cloud-p2p -p Restart -p RestartUSec -p StartLimitIntervalUSec")
+    assert "Restart=on-failure" in props and "RestartUSec=1s" in props
+    assert "StartLimitIntervalUSec=0" in props, props  # a port taken for a while is survived

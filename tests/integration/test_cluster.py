@@ -203,3 +203,25 @@ def test_config_mismatch_is_reported_loudly(make_cluster) -> None:
     assert c.status(1)["config_mismatch"] == [3]
     assert c.status(3)["config_mismatch"] == [1, 2]
     assert "CONFIG MISMATCH" in c.wait_log(1, "CONFIG MISMATCH")
+
+
+def test_a_read_of_an_image_on_a_down_node_is_503_not_404(cluster: LocalCluster) -> None:
+    """While the node that holds an image is down, the others cannot tell it is gone: a
+    read answers 503 with Retry-After (the client retries), never a 404 that says the image
+    does not exist; once the node is back, the read succeeds."""
+    data = b"\x89PNG\r\n\x1a\nheld"
+    code, body = cluster.request(3, "PUT", "/images/held.png", data)
+    assert code == 201
+    holder = orjson.loads(body)["node"]
+    other = next(n for n in (1, 2, 3) if n != holder)
+    cluster.kill(holder)
+    code, body = cluster.request(other, "GET", "/images/held.png")
+    assert code == 503 and f"node(s) {holder}" in body.decode(), body
+    assert cluster.request(other, "GET", "/images/never-stored.png")[0] == 503
+    cluster.start(holder)
+    deadline = time.monotonic() + 10
+    while cluster.request(other, "GET", "/images/held.png")[0] != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert cluster.request(other, "GET", "/images/held.png") == (200, data)
+    assert cluster.request(other, "GET", "/images/never-stored.png")[0] == 404
