@@ -38,13 +38,15 @@ def existing_hosts() -> list[HostPlan]:
     return sorted(found, key=lambda h: h.n)
 
 
-def up(count: int, flavour: str = "base") -> list[HostPlan]:
+def up(count: int, flavour: str = "base", client_hosts: int = 0) -> list[HostPlan]:
+    """`count` node hosts, then `client_hosts` more that the inventory lists apart (not nodes)."""
     _check_machine()
     t0 = time.monotonic()
-    wanted = plan_hosts(count)
-    extra = [h for h in existing_hosts() if h.n > count]
+    total = count + client_hosts
+    wanted = plan_hosts(total)
+    extra = [h for h in existing_hosts() if h.n > total]
     if extra:
-        raise LabError(f"the lab has {len(extra) + count}+ hosts; run `down` first to shrink it")
+        raise LabError(f"the lab has {len(extra) + total}+ hosts; run `down` first to shrink it")
     STATE_DIR.mkdir(parents=True, exist_ok=True)
     key = hosts.ensure_key()
     print(f"image: {image.image_dir(flavour)}"
@@ -63,7 +65,7 @@ def up(count: int, flavour: str = "base") -> list[HostPlan]:
     with ThreadPoolExecutor(max_workers=len(wanted)) as pool:
         states = list(pool.map(hosts.wait_ready, wanted))
     inventory.INVENTORY.parent.mkdir(parents=True, exist_ok=True)
-    inventory.INVENTORY.write_text(inventory.render(wanted, key, sys.executable))
+    inventory.INVENTORY.write_text(inventory.render(wanted, key, sys.executable, client_hosts))
     print(f"lab up in {time.monotonic() - t0:.1f}s "
           f"({len(starting)} started, {len(wanted) - len(starting)} already running)")
     _table(wanted, states)
@@ -128,7 +130,10 @@ def main(argv: list[str] | None = None) -> int:
                                 description="Real systemd hosts on this machine, for Ansible.")
     sub = p.add_subparsers(dest="command", required=True)
     u = sub.add_parser("up", help="bring up the lab's hosts (idempotent)")
-    u.add_argument("--hosts", type=int, default=3)
+    u.add_argument("--hosts", type=int, default=3, help="node hosts (default 3)")
+    u.add_argument("--client-hosts", type=int, default=0, metavar="N",
+                   help="N more hosts, after the nodes, listed as lab_clients in the inventory "
+                        "(for a client-only machine)")
     u.add_argument("--image", choices=["base", "bench"], default="base",
                    help="bench: also nginx and HAProxy, for bench/compare.py")
     sub.add_parser("down", help="stop and remove everything up started")
@@ -139,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         if args.command == "up":
-            up(args.hosts, args.image)
+            up(args.hosts, args.image, args.client_hosts)
         elif args.command == "down":
             down()
         elif args.command == "status":

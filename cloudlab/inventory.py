@@ -9,10 +9,16 @@ from cloudlab.plan import HostPlan
 INVENTORY = Path(__file__).resolve().parents[1] / "lab" / "inventory.ini"
 
 
-def render(hosts: list[HostPlan], key: Path, python: str) -> str:
+def render(hosts: list[HostPlan], key: Path, python: str, spare: int = 0) -> str:
+    """The first `len(hosts) - spare` hosts are nodes; the last `spare` are listed apart, in
+    `lab_clients`, for a test to make them client-only machines."""
+    nodes, clients = hosts[:len(hosts) - spare], hosts[len(hosts) - spare:]
     lines = ["# Written by `python -m cloudlab up`; deleted by `down`. Do not edit.", "[nodes]"]
-    lines += [f"{h.name} ansible_host={h.address} node_id={h.n}" for h in hosts]
-    lines += ["", "[nodes:vars]", "ansible_user=root",
+    lines += [f"{h.name} ansible_host={h.address} node_id={h.n}" for h in nodes]
+    lines += ["", "[lab_clients]"]
+    lines += [f"{h.name} ansible_host={h.address}" for h in clients]
+    lines += ["", "[lab:children]", "nodes", "lab_clients",
+              "", "[lab:vars]", "ansible_user=root",
               f"ansible_ssh_private_key_file={key}",
               "ansible_ssh_common_args='-o StrictHostKeyChecking=no "
               "-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR'",

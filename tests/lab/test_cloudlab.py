@@ -30,7 +30,14 @@ def test_inventory_lists_nodes_with_ids_and_a_local_client(tmp_path) -> None:  #
         in text
     assert f"ansible_ssh_private_key_file={tmp_path / 'key'}" in text
     lines = text.splitlines()
-    assert lines.index("[nodes]") < lines.index("[nodes:vars]") < lines.index("[client]")
+    assert lines.index("[nodes]") < lines.index("[lab:vars]") < lines.index("[client]")
+
+
+def test_client_hosts_are_listed_apart_from_the_nodes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    lines = inventory.render(plan.hosts(4), tmp_path / "key", "/py", spare=1).splitlines()
+    nodes = lines[lines.index("[nodes]") + 1:lines.index("[lab_clients]")]
+    assert [line.split()[0] for line in nodes if line] == ["h1", "h2", "h3"]
+    assert lines[lines.index("[lab_clients]") + 1] == "h4 ansible_host=10.213.0.14"
 
 
 def test_mirror_from_one_line_sources() -> None:

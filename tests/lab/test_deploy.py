@@ -93,13 +93,30 @@ def test_stress_playbook_passes_and_checks_every_host() -> None:
         assert f"node {node}: {count} files, all with the right sha256" in out
 
 
-def remote_client_inventory(tmp_path: Path) -> Path:
-    """The lab's inventory with h1 as the stress client instead of the control machine."""
+def remote_client_inventory(tmp_path: Path, client: str = "h1") -> Path:
+    """The lab's inventory with `client` as the stress client instead of the control
+    machine."""
     remote = tmp_path / "inventory.ini"
     lines = INVENTORY.read_text().splitlines()
-    client = lines.index("[client]")
-    remote.write_text("\n".join([*lines[:client + 1], "h1", *lines[client + 2:]]) + "\n")
+    at = lines.index("[client]")
+    remote.write_text("\n".join([*lines[:at + 1], client, *lines[at + 2:]]) + "\n")
     return remote
+
+
+def lab_client_host() -> str | None:
+    """The lab's spare host, not a node (`cloudlab up --client-hosts 1`), if it has one."""
+    lines = INVENTORY.read_text().splitlines() if INVENTORY.exists() else []
+    if "[lab_clients]" not in lines:
+        return None
+    first = lines[lines.index("[lab_clients]") + 1:][:1]
+    return first[0].split()[0] if first and first[0] and first[0][0] != "[" else None
+
+
+def lab_ssh(host: str, command: str) -> subprocess.CompletedProcess[str]:
+    from cloudlab import hosts
+    from cloudlab.plan import HostPlan
+
+    return hosts.ssh(HostPlan(int(host[1:])), command, timeout=30)
 
 
 def test_stress_runs_from_a_remote_client_host(tmp_path: Path) -> None:
@@ -117,6 +134,40 @@ def test_stress_runs_from_a_remote_client_host(tmp_path: Path) -> None:
     report = orjson.loads(report_file.read_bytes())
     assert report["run_id"] != before
     assert report["summary"]["ok"] == 50
+
+
+@pytest.mark.skipif(lab_client_host() is None,
+                    reason="the lab has no client-only host (cloudlab up --client-hosts 1)")
+def test_stress_runs_from_a_machine_that_is_not_a_node(tmp_path: Path) -> None:
+    """The original guide's client "can be any of the 3 or a 4th machine": deploy.yml gives
+    a client host that is not a node the client (and no service), stress.yml runs there, and
+    undeploy.yml takes it off again."""
+    spare = lab_client_host()
+    assert spare is not None
+    inventory = remote_client_inventory(tmp_path, spare)
+    assert playbook("playbooks/undeploy.yml", "--limit", spare, inventory=inventory)[0] == 0
+    rc, out, _ = playbook("playbooks/stress.yml", "-e", "cloud_p2p_stress_requests=3",
+                          inventory=inventory)
+    assert rc != 0 and f"cloud-p2p-client is missing on {spare}" in out, out[-3000:]
+    rc, out, _ = playbook("playbooks/deploy.yml", inventory=inventory)
+    assert rc == 0, out[-3000:]
+    counts = recap(out)
+    assert counts[spare]["failed"] == 0 and counts[spare]["changed"] > 0
+    assert all(counts[h]["changed"] == 0 for h in ("h1", "h2", "h3")), counts
+    rc, out, _ = playbook("playbooks/stress.yml", "-e", "cloud_p2p_stress_requests=3",
+                          inventory=inventory)
+    assert rc == 0 and "RESULT: PASS" in out, out[-3000:]
+    assert f"changed: [{spare}]" in out
+    # A client only: no service, no service user, and its own config copy works for anyone.
+    assert lab_ssh(spare, "systemctl cat cloud-p2p.service").returncode != 0
+    assert lab_ssh(spare, "id cloud-p2p").returncode != 0
+    status = lab_ssh(spare, "runuser -u nobody -- /opt/cloud-p2p/venv/bin/cloud-p2p-client "
+                            "--config /etc/cloud-p2p/config.json status")
+    assert status.returncode == 0 and "leader" in status.stdout, status.stdout + status.stderr
+    rc, out, _ = playbook("playbooks/undeploy.yml", "--limit", spare, inventory=inventory)
+    assert rc == 0, out[-3000:]
+    assert lab_ssh(spare, "test -e /opt/cloud-p2p || test -e /etc/cloud-p2p "
+                          "|| test -e /var/tmp/cloud-p2p-stress").returncode != 0
 
 
 def put_image(node: int, name: str, data: bytes, token: str | None = None) -> int:
