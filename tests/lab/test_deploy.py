@@ -82,6 +82,17 @@ def test_second_deploy_changes_nothing() -> None:
     assert changed and all(c == 0 for c in changed.values()), changed
 
 
+def test_a_deploy_limited_to_some_hosts_keeps_the_inventory_check() -> None:
+    """--limit h1 would skip the check (it runs on localhost) and render h1's config
+    without it: refused before any change, with the limit that works."""
+    rc, out, _ = playbook("playbooks/deploy.yml", "--limit", "h1",
+                          "-e", '{"cloud_p2p_settings": {"max_image_bytes": 1048576}}')
+    assert rc != 0 and "--limit 'h1,localhost'" in out, out[-3000:]
+    assert recap(out)["h1"]["changed"] == 0
+    rc, out, _ = playbook("playbooks/deploy.yml", "--limit", "h1,localhost")
+    assert rc == 0 and recap(out)["h1"]["changed"] == 0, out[-3000:]
+
+
 def test_stress_playbook_passes_and_checks_every_host() -> None:
     rc, out, _ = playbook("playbooks/stress.yml")
     assert rc == 0, out[-3000:]
