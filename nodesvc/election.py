@@ -42,6 +42,9 @@ class Kind(StrEnum):
     ACK = "ack"
 
 
+UNKNOWN_NODE_LOG_EVERY = 60.0  # seconds between two log lines about one unknown sender
+
+
 @dataclass(frozen=True)
 class Message:
     kind: Kind
@@ -144,6 +147,7 @@ class Election:
     _next_heartbeat: float = 0.0
     _warned_hash: set[int] = field(default_factory=set)
     _heartbeat_from: dict[int, float] = field(default_factory=dict)  # peer -> when it last sent one
+    _unknown_said: dict[int, float] = field(default_factory=dict)  # unknown sender -> when logged
 
     def __post_init__(self) -> None:
         self.peer_ids = sorted(p for p in self.peer_ids if p != self.node_id)
@@ -201,8 +205,15 @@ class Election:
         Returns the reply to send back (for requests) and the actions to carry out.
         """
         if msg.sender not in self.peers:
-            return None, [Log(f"[Node {self.node_id}] ignoring message from unknown node "
-                              f"{msg.sender}")]
+            # Said once a minute per sender, not at every heartbeat: typically a node taken
+            # out of config.json that still runs, and says so several times a second.
+            said = self._unknown_said.get(msg.sender)
+            if said is not None and now - said < UNKNOWN_NODE_LOG_EVERY:
+                return None, []
+            self._unknown_said[msg.sender] = now
+            return None, [Log(f"[Node {self.node_id}] ignoring messages from node {msg.sender}, "
+                              "which is not in this node's config.json (a node taken out of "
+                              "the cluster that still runs? stop or undeploy it)")]
         actions = self._note(msg, now)
         reply: Message | None = None
         if msg.kind is Kind.ELECTION:

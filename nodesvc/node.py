@@ -365,10 +365,26 @@ class Node:
         names = await self._fetch_names(pid)
         if names is None or self.election.role is not Role.LEADER:
             return
+        self._forget_lost(pid, set(names))
         duplicates = self._merge_names(pid, names)
         self.placement.observe(pid, len(names))
         if duplicates:
             await self._resolve_duplicates(duplicates)
+
+    def _forget_lost(self, pid: int, names: set[str]) -> None:
+        """A node came back without images it held (its disk was wiped or replaced): say so
+        loudly, and stop counting them, so reads answer 404 at once and placement weighs
+        what the node really holds."""
+        lost = sorted(n for n, holder in self.index.items() if holder == pid and n not in names)
+        if not lost:
+            return
+        for name in lost:
+            del self.index[name]
+        self.placement.lost(pid, len(lost))
+        log.error("[Node %d] !!! node %d came back without %d image(s) it held (%s%s): its "
+                  "disk was wiped or replaced? They are gone unless copied back into its "
+                  "shared_dir", self.id, pid, len(lost), ", ".join(lost[:3]),
+                  ", ..." if len(lost) > 3 else "")
 
     def _merge_names(self, pid: int, names: list[str]) -> dict[str, set[int]]:
         """Add a node's names to the index; return the names some other node holds too,

@@ -49,6 +49,10 @@ class Placement:
         self.assigned[node] = max(0, self.assigned.get(node, 0) - 1)
         self.pending[node] = max(0, self.pending.get(node, 0) - 1)
 
+    def lost(self, node: int, images: int) -> None:
+        """`node` no longer holds `images` it was counted for (a wiped disk)."""
+        self.assigned[node] = max(self.pending.get(node, 0), self.assigned.get(node, 0) - images)
+
     def count(self, node: int) -> int:
         """What placement weighs: requests assigned to `node`, those under way included."""
         return self.assigned.get(node, 0)

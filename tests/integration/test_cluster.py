@@ -225,3 +225,21 @@ def test_a_read_of_an_image_on_a_down_node_is_503_not_404(cluster: LocalCluster)
         time.sleep(0.1)
     assert cluster.request(other, "GET", "/images/held.png") == (200, data)
     assert cluster.request(other, "GET", "/images/never-stored.png")[0] == 404
+
+
+def test_a_node_back_with_a_wiped_disk_is_reported_and_refilled(cluster: LocalCluster) -> None:
+    names = [f"w-{i:02d}.png" for i in range(12)]
+    assert all(s == 201 for s, _ in upload_many(cluster, names).values())
+    lost = sorted(cluster.files(1))
+    assert len(lost) == 4
+    cluster.kill(1)
+    for name in lost:
+        (cluster.shared_dir(1) / name).unlink()  # a new, empty disk
+    cluster.start(1)
+    said = f"node 1 came back without {len(lost)} image(s) it held ({', '.join(lost[:3])}, ..."
+    assert said in cluster.wait_log(3, said, timeout=10)
+    # Reads of what it lost say so (every node answered), and the node is refilled first.
+    assert cluster.request(2, "GET", f"/images/{lost[0]}")[0] == 404
+    again = [f"w-new-{i}.png" for i in range(4)]
+    assert all(s == 201 for s, _ in upload_many(cluster, again).values())
+    assert sorted(cluster.files(1)) == again

@@ -217,7 +217,13 @@ def test_messages_from_unknown_nodes_are_ignored() -> None:
     e.start(0.0)
     reply, actions = e.receive(Message(Kind.COORDINATOR, 7, 5, 7), 0.1)
     assert reply is None and e.leader != 7
-    assert any(isinstance(a, Log) and "unknown node 7" in a.text for a in actions)
+    assert any(isinstance(a, Log) and "from node 7, which is not in" in a.text
+               for a in actions)
+    # Said once a minute, not at each of its heartbeats.
+    assert e.receive(Message(Kind.HEARTBEAT, 7, 5, 7), 0.3) == (None, [])
+    assert e.receive(Message(Kind.HEARTBEAT, 7, 5, 7), 59.0) == (None, [])
+    _, later = e.receive(Message(Kind.HEARTBEAT, 7, 5, 7), 60.2)
+    assert any(isinstance(a, Log) and "node 7" in a.text for a in later)
 
 
 def test_message_round_trip_and_rejects() -> None:

@@ -78,3 +78,14 @@ def test_recorded_counts_settled_uploads_only() -> None:
     assert (p.count(1), p.recorded(1)) == (2, 1)
     p.confirm(1)
     assert (p.count(1), p.recorded(1)) == (2, 2)
+
+
+def test_a_node_that_lost_its_images_is_weighed_by_what_it_still_holds() -> None:
+    p = Placement()
+    p.seed({1: 40, 2: 40, 3: 40})
+    p.reserve(1)  # one upload under way there
+    p.lost(1, 40)
+    assert p.count(1) == 1  # the upload under way still counts
+    assert p.choose([1, 2, 3]) == 1
+    p.lost(2, 1000)
+    assert p.count(2) == 0  # never below zero
