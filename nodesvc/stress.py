@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import heapq
 import math
 import os
 import re
@@ -102,6 +103,9 @@ async def run_stress(config: Config, clients: int, requests: int, size: int, run
     parts = make_png_parts(size)
     cluster = Cluster(config.peers, pool_size=max(16, clients), token=token)
     await cluster.find_leader()
+    infos = await cluster.status_all()
+    before = stored_counts(infos)
+    silent = {str(n): info for n, info in infos.items() if isinstance(info, str)}
     bar = tqdm(total=clients * requests, unit="req", disable=not progress, file=sys.stderr,
                desc="uploading")
     results: list[tuple[UploadResult, str]] = []
@@ -122,7 +126,35 @@ async def run_stress(config: Config, clients: int, requests: int, size: int, run
     if verify:
         lost = await _verify(cluster, [(r, sha) for r, sha in results if r.ok])
     await cluster.close()
-    return build_report(config, run_id, clients, requests, size, results, duration, lost)
+    report = build_report(config, run_id, clients, requests, size, results, duration, lost,
+                          before)
+    report["summary"]["silent_before"] = silent  # type: ignore[index]
+    return report
+
+
+def stored_counts(infos: dict[int, dict[str, object] | str]) -> dict[str, int] | None:
+    """Images each node holds, from their /status; None unless every node answered."""
+    counts: dict[str, int] = {}
+    for node, info in infos.items():
+        stored = info.get("stored") if isinstance(info, dict) else None
+        if not isinstance(stored, int):
+            return None
+        counts[str(node)] = stored
+    return counts
+
+
+def least_load_share(before: dict[str, int], total: int) -> dict[str, int]:
+    """How `total` new images spread when each goes to the node holding the fewest (ties to
+    the lowest id), as the leader places them: evenly on even nodes, and on an uneven
+    cluster (a node just added, or back after missing uploads) the emptiest first."""
+    heap = [(count, int(node)) for node, count in before.items()]
+    heapq.heapify(heap)
+    share = dict.fromkeys(before, 0)
+    for _ in range(total if heap else 0):
+        count, node = heapq.heappop(heap)
+        share[str(node)] += 1
+        heapq.heappush(heap, (count + 1, node))
+    return share
 
 
 async def _verify(cluster: Cluster, uploads: list[tuple[UploadResult, str]]) -> list[str]:
@@ -148,18 +180,23 @@ def percentile(sorted_values: list[float], p: float) -> float:
     return sorted_values[rank - 1]
 
 
-def is_balanced(counts: list[int]) -> bool:
-    """Balanced: the busiest and the idlest node differ by at most 10% of the mean
-    (and at least 2 requests of slack, so 34/33/33 passes)."""
+def is_balanced(counts: list[int], expected: list[int] | None = None) -> bool:
+    """Balanced: the busiest and the idlest node differ by at most 10% of the mean (and at
+    least 2 requests of slack, so 34/33/33 passes). Given the share least-load placement
+    should give (`least_load_share`, for a cluster that was uneven before the run), each
+    node must be that close to its share instead."""
     if not counts or sum(counts) == 0:
         return False
-    mean = sum(counts) / len(counts)
-    return max(counts) - min(counts) <= max(2, math.ceil(0.10 * mean))
+    slack = max(2, math.ceil(0.10 * sum(counts) / len(counts)))
+    if expected is not None:
+        return all(abs(c - e) <= slack for c, e in zip(counts, expected, strict=True))
+    return max(counts) - min(counts) <= slack
 
 
 def build_report(config: Config, run_id: str, clients: int, requests: int, size: int,
                  results: list[tuple[UploadResult, str]], duration: float,
-                 lost: list[str]) -> dict[str, object]:
+                 lost: list[str], before: dict[str, int] | None = None) -> dict[str, object]:
+    """`before`: the images each node held before the run, if known (see is_balanced)."""
     ok = [(r, sha) for r, sha in results if r.ok]
     corrupted = sorted(r.name for r, sha in ok if r.sha256 != sha)
     distribution = {str(p.id): 0 for p in config.peers}
@@ -174,7 +211,10 @@ def build_report(config: Config, run_id: str, clients: int, requests: int, size:
                  for n in lost]
     failures += [{"name": n, "error": "sha256 answered by the node differs from the upload"}
                  for n in corrupted]
-    balanced = is_balanced(counts)
+    share = least_load_share(before, len(ok)) if before and set(before) == set(distribution) \
+        else None
+    uneven = share is not None and len(set(before.values())) > 1  # type: ignore[union-attr]
+    balanced = is_balanced(counts, [share[n] for n in distribution] if uneven else None)
     summary = {
         "total": len(results), "ok": len(ok), "failed": len(results) - len(ok),
         "lost": len(lost), "corrupted": len(corrupted),
@@ -191,6 +231,10 @@ def build_report(config: Config, run_id: str, clients: int, requests: int, size:
         "stddev": round(statistics.pstdev(counts), 2) if counts else 0.0,
         "balanced": balanced,
         "retried": sum(1 for r, _ in ok if r.attempts > 1),
+        # What each node held before the run, and the share least-load placement should
+        # then give it (judged instead of an even split when the cluster was uneven).
+        "stored_before": before,
+        "expected_share": share if uneven else None,
     }
     passed = balanced and not failures
     return {
@@ -228,6 +272,14 @@ def format_report(report: dict[str, object]) -> str:
     for p in cfg["peers"]:
         host = p["address"].rsplit(":", 1)[0]
         lines.append(f"  Machine {host} (Node {p['id']}): {dist.get(str(p['id']), 0)} requests")
+    for node, why in sorted((s.get("silent_before") or {}).items()):
+        lines.append(f"  (node {node} did not answer before the run: {why})")
+    if s.get("expected_share"):
+        before, share = s["stored_before"], s["expected_share"]
+        lines.append("  (the nodes held " + ", ".join(f"{before[n]}" for n in sorted(before))
+                     + " images before the run: least-load placement fills the emptiest "
+                     "first, so the expected share was "
+                     + ", ".join(f"{share[n]}" for n in sorted(share)) + ")")
     lines.append("")
     if s["balanced"]:
         lines.append("✅ PASS: Load distribution is balanced across machines")

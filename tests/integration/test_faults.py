@@ -230,6 +230,37 @@ def test_stress_command_reports_pass_and_writes_json(cluster: LocalCluster,
         assert len(stored) == u["bytes"] == 8192  # the size asked for, exactly
 
 
+def test_stress_passes_right_after_a_node_is_added(make_cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A node added to a cluster that holds images gets every new upload until it catches
+    up (least load); the stress test judges the run by that share, not an even split."""
+    import orjson
+
+    exe = str(Path(sys.executable).with_name("cloud-p2p-client"))
+    c = make_cluster(4)
+    for node in (1, 2, 3):
+        c.start(node)
+    c.wait_leader(3, nodes=[1, 2, 3])
+    stress = [exe, "--config", str(c.config_file), "stress", "--clients", "3", "--size",
+              "2KiB", "--no-verify", "--json", str(tmp_path / "r.json"), "--requests"]
+    first = subprocess.run([*stress, "20"], capture_output=True, text=True, timeout=120)
+    # Node 4 is down: the run fails its balance check, and says why.
+    assert first.returncode == 1 and "RESULT: FAIL" in first.stdout, first.stdout
+    assert "(node 4 did not answer before the run: unreachable (refused))" in first.stdout
+    c.start(4)  # the new node: empty, and the new leader (highest id)
+    c.wait_leader(4)
+    second = subprocess.run([*stress, "5"], capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0, second.stdout + second.stderr
+    report = orjson.loads((tmp_path / "r.json").read_bytes())
+    assert report["summary"]["stored_before"] == {"1": 20, "2": 20, "3": 20, "4": 0}
+    assert report["distribution"] == {"1": 0, "2": 0, "3": 0, "4": 15}
+    assert "the expected share was 0, 0, 0, 15" in second.stdout
+    # It catches up (5 more), then new images spread evenly again (25: 7, 6, 6, 6).
+    third = subprocess.run([*stress, "10"], capture_output=True, text=True, timeout=120)
+    assert third.returncode == 0, third.stdout + third.stderr
+    report = orjson.loads((tmp_path / "r.json").read_bytes())
+    assert report["distribution"] == {"1": 7, "2": 6, "3": 6, "4": 11}
+
+
 def test_stress_command_checks_its_size_and_report_path_before_uploading(
         cluster: LocalCluster, tmp_path: Path) -> None:
     exe = str(Path(sys.executable).with_name("cloud-p2p-client"))

@@ -14,6 +14,7 @@ from nodesvc.stress import (
     build_report,
     format_report,
     is_balanced,
+    least_load_share,
     make_png_parts,
     parse_size,
     percentile,
@@ -67,6 +68,28 @@ def test_balance() -> None:
     assert is_balanced([34, 33, 33])
     assert not is_balanced([50, 25, 25])
     assert not is_balanced([0, 0, 0])
+
+
+def test_least_load_share_fills_the_emptiest_first() -> None:
+    assert least_load_share({"1": 0, "2": 0, "3": 0}, 100) == {"1": 34, "2": 33, "3": 33}
+    assert least_load_share({"1": 90, "2": 90, "3": 90, "4": 0}, 100) == \
+        {"1": 3, "2": 3, "3": 2, "4": 92}
+    assert least_load_share({"1": 5, "2": 0}, 3) == {"1": 0, "2": 3}
+
+
+def test_an_uneven_cluster_is_judged_by_its_least_load_share() -> None:
+    # A fourth node just added: every upload of the run goes to it, as it should.
+    to_new = [result(f"n{i}", 2) for i in range(10)]
+    grown = build_report(CONFIG, "r1", 2, 5, 100, to_new, 1.0, [], before={"1": 30, "2": 0})
+    assert grown["result"] == "PASS" and grown["summary"]["expected_share"] == {"1": 0, "2": 10}
+    assert "the expected share was 0, 10" in format_report(grown)
+    # The same run on an even cluster is the imbalance it looks like.
+    even = build_report(CONFIG, "r1", 2, 5, 100, to_new, 1.0, [], before={"1": 30, "2": 30})
+    assert even["result"] == "FAIL" and even["summary"]["expected_share"] is None
+    # And an even split on the uneven cluster is not what least-load placement does.
+    split = [result(f"n{i}", 1 + i % 2) for i in range(10)]
+    wrong = build_report(CONFIG, "r1", 2, 5, 100, split, 1.0, [], before={"1": 30, "2": 0})
+    assert wrong["result"] == "FAIL"
 
 
 def result(name: str, node: int | None, status: int = 201, sha: str = "s") -> tuple:  # type: ignore[type-arg]
