@@ -188,8 +188,14 @@ class HttpServer:
         loop = asyncio.get_running_loop()
         first = True
         while True:
+            # A deadline for the whole head, not per read, so that a client trickling a
+            # byte at a time is cut off all the same: from the connection's start for the
+            # first request, and from its first byte for a later one.
+            limits = self.limits
+            wait = limits.header_timeout if first else limits.idle_timeout
             try:
-                head = await self._next_head(parser, reader, first)
+                head = await _next_event(parser, reader, loop.time() + wait,
+                                         None if first else limits.header_timeout)
             except ProtocolError as exc:
                 await _send(writer, _refused(exc), close=True)
                 return
@@ -256,29 +262,6 @@ class HttpServer:
                 return
 
 
-    async def _next_head(self, parser: Parser, reader: Connection,
-                         first: bool) -> Head | bytes | End | None:
-        """The next request's head; None if the client closed between requests. A deadline
-        for the whole head, not per read, so that a client trickling a byte at a time is cut
-        off all the same: `header_timeout` from the connection's start for the first request,
-        and for a later one from its first byte (until then the connection may idle for
-        `idle_timeout`)."""
-        loop = asyncio.get_running_loop()
-        limits = self.limits
-        deadline = loop.time() + (limits.header_timeout if first else limits.idle_timeout)
-        begun = first
-        while True:
-            event = parser.next_event()
-            if event is not NEED_DATA:
-                return event
-            if parser.closed:
-                return None
-            parser.feed(await reader.read(READ_SIZE, deadline))
-            if not begun and not parser.idle:
-                begun = True
-                deadline = min(deadline, loop.time() + limits.header_timeout)
-
-
 def _refused(exc: ProtocolError) -> Response:
     return error(exc.status, "headers too large" if exc.status == 431 else "bad request",
                  str(exc))
@@ -297,10 +280,12 @@ def _too_large(limits: ServerLimits) -> Response:
     return error(413, "too large", f"body over {limits.max_body} bytes")
 
 
-async def _next_event(parser: Parser, reader: Connection,
-                      deadline: float | None = None) -> Head | bytes | End | None:
+async def _next_event(parser: Parser, reader: Connection, deadline: float | None = None,
+                      head_timeout: float | None = None) -> Head | bytes | End | None:
     """The next event, reading from `reader` as needed until the loop time `deadline`;
-    None when the peer closed the connection between messages."""
+    None when the peer closed the connection between messages. `head_timeout`: once the
+    first bytes of a message arrive, the deadline comes at most this many seconds later
+    (a kept-alive connection may idle long, but not trickle its next head)."""
     while True:
         event = parser.next_event()
         if event is not NEED_DATA:
@@ -308,6 +293,9 @@ async def _next_event(parser: Parser, reader: Connection,
         if parser.closed:
             return None
         parser.feed(await reader.read(READ_SIZE, deadline))
+        if head_timeout is not None and deadline is not None and not parser.idle:
+            deadline = min(deadline, reader.loop.time() + head_timeout)
+            head_timeout = None
 
 
 async def _send(writer: Connection, response: Response, close: bool = False,
