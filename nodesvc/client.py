@@ -300,6 +300,12 @@ def format_status(peers: dict[int, Peer], infos: dict[int, dict[str, object] | s
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
              for r in rows]
+    for node, info in sorted(infos.items()):
+        peers_seen = info.get("peers") if isinstance(info, dict) else None
+        for peer in peers_seen if isinstance(peers_seen, list) else []:
+            if isinstance(peer, dict) and peer.get("reachable") is False and peer.get("alive"):
+                lines.append(f"Link: node {node} cannot reach node {peer.get('id')}, "
+                             "whose messages arrive (blocked in one direction?)")
     leaders = {i.get("leader") for i in infos.values() if isinstance(i, dict)}
     if len(leaders) == 1 and None not in leaders:
         lines.append(f"\nLeader: node {leaders.pop()} (all reachable nodes agree)")

@@ -120,6 +120,9 @@ class PeerView:
     stored: int = 0
     inflight: int = 0
     config_hash: str = ""
+    # False after a request from this node to it failed, until one succeeds: its messages
+    # may still arrive (a firewall or route broken in one direction only).
+    reachable: bool = True
 
 
 @dataclass(frozen=True)
@@ -196,6 +199,8 @@ class Election:
         heartbeat would (see the module's docstring)."""
         if self.role is Role.FOLLOWER and peer == self.leader:
             return False
+        if not self.peers[peer].reachable:
+            return False  # our heartbeat is the probe that finds it reachable again
         heard = self._heartbeat_from.get(peer)
         return heard is not None and now - heard < self.timings.heartbeat
 
@@ -270,8 +275,19 @@ class Election:
     # ---- queries ------------------------------------------------------------------------
 
     def alive_ids(self) -> list[int]:
-        """Ids that can take work now, this node included."""
-        return sorted([self.node_id, *(p for p, v in self.peers.items() if v.alive)])
+        """Ids that can take work now, this node included: alive, and reachable from here."""
+        return sorted([self.node_id,
+                       *(p for p, v in self.peers.items() if v.alive and v.reachable)])
+
+    def reach(self, peer: int, ok: bool) -> bool:
+        """A request of ours to `peer` succeeded or failed; True if that changes what we
+        know. While it is unreachable we send it our own heartbeats (see
+        _answered_recently), and the first that gets through makes it reachable again."""
+        view = self.peers.get(peer)
+        if view is None or view.reachable == ok:
+            return False
+        view.reachable = ok
+        return True
 
     def config_mismatches(self) -> list[int]:
         return sorted(p for p, v in self.peers.items()

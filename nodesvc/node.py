@@ -480,9 +480,29 @@ class Node:
         if self.auth is not None:
             all_headers.append((AUTH_HEADER, self.auth.sign(method, target, body,
                                                             head_only=image)))
-        return await self.client.request(
-            host, port, method, target, body, all_headers, timeout,
-            expect_continue=self.election.timings.leader_timeout if method == "PUT" else None)
+        try:
+            resp = await self.client.request(
+                host, port, method, target, body, all_headers, timeout,
+                expect_continue=self.election.timings.leader_timeout if method == "PUT"
+                else None)
+        except PeerUnreachable as exc:
+            self._reached(pid, exc)
+            raise
+        self._reached(pid, None)
+        return resp
+
+    def _reached(self, pid: int, failure: PeerUnreachable | None) -> None:
+        """Keep track of whether our requests reach `pid`, and say when that changes: a
+        node whose messages arrive but which cannot be reached from here (a firewall or a
+        route broken one way) is otherwise invisible, and takes no uploads meanwhile."""
+        if not self.election.reach(pid, failure is None):
+            return
+        if failure is None:
+            log.info("[Node %d] node %d is reachable again", self.id, pid)
+        elif self.election.peers[pid].alive:
+            log.warning("[Node %d] cannot reach node %d (%s) although its messages arrive: "
+                        "a firewall or route blocking this direction? It takes no uploads "
+                        "until it can be reached", self.id, pid, failure.reason)
 
     def _refusal(self, req: Request) -> Response | None:
         """401 for an unsigned peer request or an upload without the client token."""
@@ -799,6 +819,11 @@ class Node:
         self._refresh_load()
         reply, actions = self.election.receive(msg, time.monotonic())
         self._apply(actions)
+        if msg.kind is Kind.ELECTION and self.election.role is Role.LEADER \
+                and self.index_ready.is_set() and msg.sender in self.election.peers:
+            # A node that starts calls an election, even one back sooner than its silence
+            # would have shown: learn what it holds now (a wiped disk: see _forget_lost).
+            self._spawn(self._sync_peer(msg.sender))
         if reply is None:
             return Response(204)
         return json_response(200, reply.to_dict())
@@ -829,6 +854,7 @@ class Node:
     def status_dict(self) -> dict[str, object]:
         e = self.election
         me = {"id": self.id, "address": self._address(self.id), "alive": True,
+              "reachable": True,
               "self": True, "role": e.role.value, "stored": len(self.store),
               "inflight": self._inflight(), "term": e.term,
               "config_hash": self.settings.config.hash}

@@ -305,3 +305,21 @@ def test_an_idle_node_ticks_about_once_a_period_yet_notices_a_silent_leader_in_t
     assert not net.nodes[2].peers[3].alive and net.nodes[2].role is not Role.FOLLOWER
     net.time_to_agree(2, 2.0, among={1, 2})
     assert net.now - t0 < T.leader_timeout + T.election_timeout + 0.1
+
+
+def test_a_peer_we_cannot_reach_takes_no_work_and_is_probed_until_reached() -> None:
+    e = Election(3, [1, 2, 3], T)
+    e.start(0.0)
+    assert e.role is Role.LEADER
+    for peer in (1, 2):  # both heartbeat us, so we need not send ours to them
+        e.receive(Message(Kind.HEARTBEAT, peer, e.term, 3), 0.05)
+    assert e.alive_ids() == [1, 2, 3]
+    sends = [a.to for a in e.tick(0.16) if isinstance(a, Send)]
+    assert sends == []
+    assert e.reach(2, False) and not e.reach(2, False)  # a change once
+    assert e.alive_ids() == [1, 3]  # alive (its messages arrive), but not reachable
+    for peer in (1, 2):
+        e.receive(Message(Kind.HEARTBEAT, peer, e.term, 3), 0.2)
+    sends = [a.to for a in e.tick(0.31) if isinstance(a, Send)]
+    assert sends == [2]  # our own heartbeat probes it
+    assert e.reach(2, True) and e.alive_ids() == [1, 2, 3]
