@@ -636,5 +636,6 @@ _UNREACHABLE = (OSError, TimeoutError, ProtocolError, _StaleConnection)
 
 def _unreachable(host: str, port: int, exc: BaseException) -> PeerUnreachable:
     refused = isinstance(exc, ConnectionRefusedError | ConnectionResetError | _StaleConnection)
-    reason = str(exc) or type(exc).__name__
+    reason = str(exc) or ("no answer in time" if isinstance(exc, TimeoutError)
+                          else type(exc).__name__)
     return PeerUnreachable(f"{host}:{port}: {reason}", refused, reason)

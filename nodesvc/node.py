@@ -151,6 +151,7 @@ class Node:
         self._leadership = 0  # bumped at every leader change; stale index syncs check it
         self._synced_term = -1
         self._known_alive: set[int] = set()
+        self._said_unreachable: set[int] = set()  # peers we logged as unreachable (_reached)
         self._heartbeats_in_flight: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
@@ -498,8 +499,11 @@ class Node:
         if not self.election.reach(pid, failure is None):
             return
         if failure is None:
-            log.info("[Node %d] node %d is reachable again", self.id, pid)
-        elif self.election.peers[pid].alive:
+            if pid in self._said_unreachable:
+                self._said_unreachable.discard(pid)
+                log.info("[Node %d] node %d is reachable again", self.id, pid)
+        elif self.election.peers[pid].alive:  # (a dead node is no news)
+            self._said_unreachable.add(pid)
             log.warning("[Node %d] cannot reach node %d (%s) although its messages arrive: "
                         "a firewall or route blocking this direction? It takes no uploads "
                         "until it can be reached", self.id, pid, failure.reason)
