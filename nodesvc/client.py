@@ -294,7 +294,9 @@ def format_status(peers: dict[int, Peer], infos: dict[int, dict[str, object] | s
         if isinstance(info, str):
             rows.append((str(node), addr, info, "-", "-", "-", "-", "-"))
             continue
-        cfg = "ok" if len(hashes) == 1 and not info.get("config_mismatch") else "MISMATCH"
+        # On a mismatch each node's config hash shows which one is the odd one out.
+        cfg = "ok" if len(hashes) == 1 and not info.get("config_mismatch") \
+            else f"MISMATCH {str(info.get('config_hash'))[:8]}"
         rows.append((str(node), addr, "up", str(info.get("role")), str(info.get("leader")),
                      str(info.get("term")), str(info.get("stored")), cfg))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

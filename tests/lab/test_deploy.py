@@ -93,6 +93,19 @@ def test_a_deploy_limited_to_some_hosts_keeps_the_inventory_check() -> None:
     assert rc == 0 and recap(out)["h1"]["changed"] == 0, out[-3000:]
 
 
+def test_a_mistyped_setting_is_refused_and_the_nodes_keep_running() -> None:
+    rc, out, _ = playbook("playbooks/deploy.yml",
+                          "-e", '{"cloud_p2p_settings": {"max_image_byte": 5}}')
+    assert rc != 0 and "config.json rejected by cloud-p2p: config.json:" in out, out[-3000:]
+    assert "unknown key(s) max_image_byte" in out and ".ansible/tmp" not in out
+    from cloudlab import hosts
+    from cloudlab.plan import HostPlan
+
+    for n in (1, 2, 3):
+        state = hosts.ssh(HostPlan(n), "systemctl is-active cloud-p2p").stdout.strip()
+        assert state == "active", (n, state)
+
+
 def test_stress_playbook_passes_and_checks_every_host() -> None:
     rc, out, _ = playbook("playbooks/stress.yml")
     assert rc == 0, out[-3000:]

@@ -126,6 +126,7 @@ def test_status_table_shows_down_nodes_and_mismatches() -> None:
         2: {"role": "follower", "leader": 1, "term": 2, "stored": 5, "config_hash": "b",
             "config_mismatch": [1]}})
     assert text.count("MISMATCH") == 2
+    assert "MISMATCH a" in text and "MISMATCH b" in text  # which node has which config
     text = format_status(peers, {
         1: {"role": "leader", "leader": 1, "term": 2, "stored": 5, "config_hash": "a",
             "config_mismatch": [], "peers": [{"id": 2, "alive": True, "reachable": False}]},
