@@ -38,6 +38,15 @@ def existing_hosts() -> list[HostPlan]:
     return sorted(found, key=lambda h: h.n)
 
 
+def node_hosts() -> list[HostPlan]:
+    """The running lab's nodes: its hosts but the client-only ones (`up --client-hosts`)."""
+    found = existing_hosts()
+    if not inventory.INVENTORY.exists():
+        return found
+    nodes, _ = inventory.layout(inventory.INVENTORY.read_text())
+    return found[:nodes]
+
+
 def up(count: int, flavour: str = "base", client_hosts: int = 0) -> list[HostPlan]:
     """`count` node hosts, then `client_hosts` more that the inventory lists apart (not nodes)."""
     _check_machine()

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cloudlab import hosts, network
-from cloudlab.cli import existing_hosts
+from cloudlab.cli import node_hosts
 from cloudlab.plan import HostPlan
 from nodesvc.config import Peer
 from nodesvc.loadgen import BackgroundLoad, Record
@@ -24,7 +24,7 @@ SHARED = "/var/lib/cloud-p2p/shared_images"
 
 
 def peers() -> list[Peer]:
-    return [Peer(h.n, h.address, 7000 + h.n) for h in existing_hosts()]
+    return [Peer(h.n, h.address, 7000 + h.n) for h in node_hosts()]
 
 
 def status(h: HostPlan) -> dict[str, object] | None:
@@ -38,7 +38,7 @@ def status(h: HostPlan) -> dict[str, object] | None:
 
 def agreed_leader() -> int | None:
     views = set()
-    for h in existing_hosts():
+    for h in node_hosts():
         st = status(h)
         views.add(st.get("leader") if st else None)
     return views.pop() if len(views) == 1 and None not in views else None  # type: ignore[return-value]
@@ -46,7 +46,7 @@ def agreed_leader() -> int | None:
 
 def wait_settled(timeout: float = 60.0) -> float:
     """Until every host is up and all name the highest id as leader; returns seconds."""
-    top = max(h.n for h in existing_hosts())
+    top = max(h.n for h in node_hosts())
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         if agreed_leader() == top:
@@ -62,7 +62,7 @@ def audit(records: list[Record], prefix: str) -> list[str]:
     leader kept one of the two identical copies.)"""
     where: dict[str, list[tuple[int, str]]] = {}
     problems = []
-    for h in existing_hosts():
+    for h in node_hosts():
         out = hosts.ssh(h, f"cd {SHARED} && ls -A | grep '^\\.tmp-' ; "
                            f"find . -maxdepth 1 -name '{prefix}-*' -print0 | xargs -0 -r sha256sum",
                         timeout=60)
@@ -143,7 +143,7 @@ def pause_leader() -> Callable[[], None]:
 
 def kill_follower_service() -> Callable[[], None]:
     leader = _leader_host().n
-    h = HostPlan(min(x.n for x in existing_hosts() if x.n != leader))
+    h = HostPlan(min(x.n for x in node_hosts() if x.n != leader))
     _signal_service(h, "KILL")
     return lambda: None
 

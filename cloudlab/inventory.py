@@ -26,3 +26,15 @@ def render(hosts: list[HostPlan], key: Path, python: str, spare: int = 0) -> str
               "", "[client]",
               f"localhost ansible_connection=local ansible_python_interpreter={python}", ""]
     return "\n".join(lines)
+
+
+def layout(text: str) -> tuple[int, int]:
+    """(nodes, client-only hosts) listed in an inventory written by `render`."""
+    counts = {"[nodes]": 0, "[lab_clients]": 0}
+    section = ""
+    for line in text.splitlines():
+        if line.startswith("["):
+            section = line.strip()
+        elif line.strip() and not line.startswith("#") and section in counts:
+            counts[section] += 1
+    return counts["[nodes]"], counts["[lab_clients]"]

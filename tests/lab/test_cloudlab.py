@@ -38,6 +38,8 @@ def test_client_hosts_are_listed_apart_from_the_nodes(tmp_path) -> None:  # type
     nodes = lines[lines.index("[nodes]") + 1:lines.index("[lab_clients]")]
     assert [line.split()[0] for line in nodes if line] == ["h1", "h2", "h3"]
     assert lines[lines.index("[lab_clients]") + 1] == "h4 ansible_host=10.213.0.14"
+    assert inventory.layout("\n".join(lines)) == (3, 1)
+    assert inventory.layout(inventory.render(plan.hosts(3), tmp_path / "k", "/py")) == (3, 0)
 
 
 def test_mirror_from_one_line_sources() -> None:

@@ -25,13 +25,16 @@ def lab(*args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=300)
 
 
-def count() -> int:
-    return len(existing_hosts())
+def up_args() -> list[str]:
+    """`up` for the lab as it is: its nodes and its client-only hosts, as listed."""
+    nodes, clients = inventory.layout(inventory.INVENTORY.read_text())
+    assert nodes + clients == len(existing_hosts())
+    return ["up", "--hosts", str(nodes), "--client-hosts", str(clients)]
 
 
 def test_up_again_changes_nothing_and_every_host_answers_over_ssh() -> None:
     pids = {h.n: hosts.pid_of(h) for h in existing_hosts()}
-    r = lab("up", "--hosts", str(count()))
+    r = lab(*up_args())
     assert r.returncode == 0 and "0 started" in r.stdout, r.stdout + r.stderr
     assert {h.n: hosts.pid_of(h) for h in existing_hosts()} == pids
     for h in existing_hosts():
@@ -41,19 +44,19 @@ def test_up_again_changes_nothing_and_every_host_answers_over_ssh() -> None:
 
 
 def test_a_powered_off_host_is_seen_and_brought_back() -> None:
-    n = count()
-    victim = HostPlan(n)
+    again = up_args()
+    victim = HostPlan(len(existing_hosts()))
     hosts.power_off(victim)
     assert hosts.pid_of(victim) is None
     r = lab("status")
     assert r.returncode == 3 and "stopped" in r.stdout
-    r = lab("up", "--hosts", str(n))
+    r = lab(*again)
     assert r.returncode == 0 and "1 started" in r.stdout, r.stdout + r.stderr
     assert lab("status").returncode == 0
 
 
 def test_down_after_a_crash_cleans_everything_and_up_works_again() -> None:
-    n = count()
+    again = up_args()
     crashed = HostPlan(1)
     hosts.power_off(crashed)          # as if the machine lost power mid-run
     network.remove_netns(crashed)     # and half of its network was already gone
@@ -63,6 +66,8 @@ def test_down_after_a_crash_cleans_everything_and_up_works_again() -> None:
     assert not network.link_exists(BRIDGE)
     assert not inventory.INVENTORY.exists()
     assert "cloud-p2p-lab" not in Path("/proc/self/mounts").read_text()
-    r = lab("up", "--hosts", str(n))
+    r = lab(*again)
     assert r.returncode == 0, r.stdout + r.stderr
     assert lab("status").returncode == 0
+    assert inventory.layout(inventory.INVENTORY.read_text()) == \
+        (int(again[2]), int(again[4]))  # the same nodes and client-only hosts as before

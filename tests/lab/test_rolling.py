@@ -8,7 +8,7 @@ import itertools
 import pytest
 
 from cloudlab import hosts, inventory
-from cloudlab.cli import existing_hosts
+from cloudlab.cli import node_hosts
 from tests.lab.test_deploy import playbook
 
 pytestmark = [
@@ -22,7 +22,7 @@ def start_times() -> list[float]:
     """When each node's process started, in seconds of the machine's monotonic clock (the
     containers share it, so the hosts' times compare)."""
     out = []
-    for h in existing_hosts():
+    for h in node_hosts():
         text = hosts.ssh(h, "systemctl show cloud-p2p -p ExecMainStartTimestampMonotonic "
                             "--value").stdout
         out.append(int(text.strip()) / 1e6)

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from cloudlab import hosts, inventory
-from cloudlab.cli import existing_hosts
+from cloudlab.cli import node_hosts
 from cloudlab.plan import HostPlan
 from tests.lab.test_deploy import playbook, recap
 
@@ -56,7 +56,7 @@ def state(h: HostPlan) -> dict[str, object]:
 
 
 def cluster_ports() -> list[int]:
-    return [7000 + h.n for h in existing_hosts()]
+    return [7000 + h.n for h in node_hosts()]
 
 
 def refused_or_dropped(h: HostPlan, port: int) -> bool:
@@ -70,7 +70,7 @@ def refused_or_dropped(h: HostPlan, port: int) -> bool:
 @pytest.fixture(scope="module")
 def before() -> dict[str, dict[str, object]]:
     """Each host's state while deployed (after the stress run: it holds images)."""
-    return {h.name: state(h) for h in existing_hosts()}
+    return {h.name: state(h) for h in node_hosts()}
 
 
 def test_undeploy_removes_the_service_and_keeps_the_images(
@@ -78,7 +78,7 @@ def test_undeploy_removes_the_service_and_keeps_the_images(
     assert all(s["active"] == "active" and s["images"] for s in before.values()), before
     rc, out, _ = playbook("playbooks/undeploy.yml")
     assert rc == 0, out[-3000:]
-    for h in existing_hosts():
+    for h in node_hosts():
         s = state(h)
         assert not s["unit"] and s["active"] != "active", s
         assert not s["software"] and not s["config"], s
@@ -103,7 +103,7 @@ def test_a_deploy_afterwards_serves_the_kept_images(
     rc, out, _ = playbook("playbooks/deploy.yml")
     assert rc == 0, out[-3000:]
     assert "cluster ready" in out
-    h1, h3 = existing_hosts()[0], existing_hosts()[-1]
+    h1, h3 = node_hosts()[0], node_hosts()[-1]
     name = str(before[h3.name]["images"][0])  # type: ignore[index]
     on_disk = hosts.ssh(h3, f"sha256sum {IMAGES}/{name}").stdout.split()[0]
     # Asked on h1: it finds the image on h3, which kept it through the undeploy.
@@ -116,7 +116,7 @@ def test_a_deploy_afterwards_serves_the_kept_images(
 def test_undeploy_with_remove_data_deletes_the_images_and_the_user() -> None:
     rc, out, _ = playbook("playbooks/undeploy.yml", "-e", "cloud_p2p_undeploy_remove_data=true")
     assert rc == 0, out[-3000:]
-    for h in existing_hosts():
+    for h in node_hosts():
         s = state(h)
         assert s["images"] is None and not s["state"] and not s["user"], s
         assert not s["unit"] and not s["software"] and not s["config"], s
