@@ -502,7 +502,9 @@ class Node:
             if pid in self._said_unreachable:
                 self._said_unreachable.discard(pid)
                 log.info("[Node %d] node %d is reachable again", self.id, pid)
-        elif self.election.peers[pid].alive:  # (a dead node is no news)
+        elif self.election.peers[pid].alive and not failure.refused:
+            # (Refused: the process is gone, a restart say; a dead node is no news. Silence
+            # from a node whose messages arrive is.)
             self._said_unreachable.add(pid)
             log.warning("[Node %d] cannot reach node %d (%s) although its messages arrive: "
                         "a firewall or route blocking this direction? It takes no uploads "
@@ -944,8 +946,8 @@ def _is_image_put(req: Request) -> bool:
 
 
 def _empty_image() -> Response:
-    return error(400, "empty image", "the body holds no bytes (a PUT needs the image as its "
-                 "body, with a Content-Length or chunked)")
+    return error(400, "empty image", "the body holds no bytes (an upload needs the image as "
+                 "its body, with a Content-Length or chunked)")
 
 
 def _not_allowed(allowed: str) -> Response:

@@ -281,7 +281,9 @@ def format_report(report: dict[str, object]) -> str:
                      "first, so the expected share was "
                      + ", ".join(f"{share[n]}" for n in sorted(share)) + ")")
     lines.append("")
-    if s["balanced"]:
+    if not s["ok"]:
+        lines.append("❌ FAIL: no upload succeeded (the errors are below)")
+    elif s["balanced"]:
         lines.append("✅ PASS: Load distribution is balanced across machines")
     else:
         lines.append("❌ FAIL: Load distribution is NOT balanced across machines")

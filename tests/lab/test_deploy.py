@@ -194,6 +194,33 @@ def test_stress_runs_from_a_machine_that_is_not_a_node(tmp_path: Path) -> None:
                           "|| test -e /var/tmp/cloud-p2p-stress").returncode != 0
 
 
+@pytest.mark.skipif(lab_client_host() is None,
+                    reason="the lab has no spare host (cloudlab up --client-hosts 1)")
+def test_a_node_is_added_and_taken_out_again_in_the_documented_order(tmp_path: Path) -> None:
+    """The spare host joins as node 4 (and leads); a deploy without it while it still runs is
+    refused before any change; once it is undeployed, the deploy without it succeeds."""
+    spare = lab_client_host()
+    assert spare is not None
+    lines = INVENTORY.read_text().splitlines()
+    address = next(line.split("=", 1)[1] for line in lines if line.startswith(f"{spare} "))
+    n = int(spare[1:])
+    four = tmp_path / "four.ini"
+    at = lines.index("[nodes]")
+    four.write_text("\n".join([*lines[:at + 1], f"{spare} ansible_host={address} node_id={n}",
+                               *lines[at + 1:]]) + "\n")
+    rc, out, _ = playbook("playbooks/deploy.yml", inventory=four)
+    assert rc == 0 and f"leader is node {n} on every node" in out, out[-3000:]
+    rc, out, _ = playbook("playbooks/deploy.yml")  # without it, while it runs
+    assert rc != 0 and f"{address}:{7000 + n}: taken out of the inventory, but still" in out, \
+        out[-3000:]
+    assert all(r["changed"] == 0 for r in recap(out).values()), recap(out)
+    rc, out, _ = playbook("playbooks/undeploy.yml", "--limit", spare, inventory=four)
+    assert rc == 0, out[-3000:]
+    rc, out, _ = playbook("playbooks/deploy.yml")
+    assert rc == 0 and "leader is node 3 on every node" in out, out[-3000:]
+    lab_ssh(spare, "rm -rf /var/lib/cloud-p2p && userdel cloud-p2p")  # a spare host again
+
+
 def put_image(node: int, name: str, data: bytes, token: str | None = None) -> int:
     """PUT an image to a lab node; the HTTP status."""
     import http.client

@@ -108,6 +108,10 @@ def test_report_passes_only_when_balanced_and_nothing_failed() -> None:
     assert failed["result"] == "FAIL" and failed["failures"][0]["name"] == "x"
     lost = build_report(CONFIG, "r1", 2, 5, 100, ok, 1.0, lost=["n3"])
     assert lost["result"] == "FAIL" and lost["summary"]["lost"] == 1
+    none = build_report(CONFIG, "r1", 2, 5, 100, [result(f"x{i}", None, 401) for i in range(3)],
+                        1.0, [])
+    assert "FAIL: no upload succeeded" in format_report(none)
+    assert "NOT balanced" not in format_report(none)
     corrupt = build_report(CONFIG, "r1", 2, 5, 100, [*ok[:-1], result("c", 2, sha="bad")],
                            1.0, [])
     assert corrupt["result"] == "FAIL" and corrupt["summary"]["corrupted"] == 1
