@@ -263,8 +263,9 @@ class HttpServer:
 
 
 def _refused(exc: ProtocolError) -> Response:
-    return error(exc.status, "headers too large" if exc.status == 431 else "bad request",
-                 str(exc))
+    what = {431: "headers too large", 505: "version not supported"}.get(exc.status,
+                                                                      "bad request")
+    return error(exc.status, what, str(exc))
 
 
 def _timed_out(what: str, seconds: float) -> Response:

@@ -25,7 +25,7 @@ REASONS = {
     404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout", 409: "Conflict",
     411: "Length Required", 413: "Content Too Large", 431: "Request Header Fields Too Large",
     500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
-    507: "Insufficient Storage",
+    505: "HTTP Version Not Supported", 507: "Insufficient Storage",
 }
 
 
@@ -204,6 +204,11 @@ class Parser:
         if self._head_size > self._max_head:
             # Refused whole: neither this head nor anything after it becomes an event.
             self.broken = ProtocolError(f"head over {self._max_head} bytes", 431)
+            return
+        if self._parser.get_http_version() not in ("1.1", "1.0"):
+            # llhttp reads "HTTP/2.0" and a request line without a version (HTTP/0.9) too.
+            self.broken = ProtocolError(
+                f"HTTP/{self._parser.get_http_version()} is not supported (HTTP/1.1 is)", 505)
             return
         if self._kind == "request" and self._parser.should_upgrade():
             # llhttp would take the rest of the stream as another protocol and end this
