@@ -26,6 +26,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
+from nodesvc.digits import ascii_digits
+
 HEADER = "x-cloud-p2p-auth"
 MIN_SECRET_BYTES = 16
 HEAD_ONLY = "head"  # the signature's last field when it does not cover the body
@@ -79,8 +81,8 @@ class PeerAuth:
             return "missing peer signature"
         parts = value.split(":")
         head_only = len(parts) == 5 and parts[4] == HEAD_ONLY
-        if (len(parts) != 4 and not head_only) or not _digits(parts[0]) \
-                or not _digits(parts[1]):
+        if (len(parts) != 4 and not head_only) or not ascii_digits(parts[0]) \
+                or not ascii_digits(parts[1]):
             return "malformed peer signature"
         if head_only and not head_only_ok:
             return "this request must be signed over its body"
@@ -108,10 +110,6 @@ class PeerAuth:
             if until > now:
                 return
             del self._seen[nonce]
-
-
-def _digits(text: str) -> bool:
-    return text.isascii() and text.isdigit()  # ("²".isdigit() is true; int() refuses it)
 
 
 def check_token(token: bytes, where: str) -> bytes:

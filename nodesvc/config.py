@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from nodesvc.auth import check_token, load_secret
+from nodesvc.digits import ascii_digits
 
 DEFAULTS: dict[str, int] = {
     "max_image_bytes": 32 * 1024 * 1024,
@@ -96,7 +97,7 @@ def parse_address(text: object, where: str) -> tuple[str, int]:
         host = host[1:-1]
     if not host:
         raise ConfigError(f"{where}: address {text!r} has no host")
-    if not _ascii_digits(port_text) or not 1 <= int(port_text) <= 65535:
+    if not ascii_digits(port_text) or not 1 <= int(port_text) <= 65535:
         raise ConfigError(f"{where}: address {text!r} has no valid port (1-65535)")
     if ":" in host:
         try:
@@ -193,11 +194,6 @@ def load_config(path: Path, how_to_name: str = "set CONFIG_FILE") -> Config:
     return parse_config(raw, str(path))
 
 
-def _ascii_digits(text: str) -> bool:
-    """0-9 only: str.isdigit() also takes superscripts, which int() refuses."""
-    return text.isascii() and text.isdigit()
-
-
 def _check_writable(directory: Path) -> None:
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -218,7 +214,7 @@ def load_settings(env: Mapping[str, str]) -> NodeSettings:
     node_text = env.get("NODE_ID")
     if node_text is None or not node_text.strip():
         raise ConfigError("NODE_ID is not set (e.g. NODE_ID=1)")
-    if not _ascii_digits(node_text.strip()):
+    if not ascii_digits(node_text.strip()):
         raise ConfigError(f"NODE_ID must be a non-negative integer, got {node_text!r}")
     node_id = int(node_text)
     if node_id not in config.ids:
@@ -231,14 +227,14 @@ def load_settings(env: Mapping[str, str]) -> NodeSettings:
     if env.get("BIND"):
         bind_host, bind_port = parse_address(env["BIND"], "BIND")
     secrets: dict[str, bytes | None] = {}
-    for var, what in (("CLUSTER_SECRET_FILE", "the cluster secret"),
-                      ("CLIENT_TOKEN_FILE", "the client token")):
+    for var, what, check in (("CLUSTER_SECRET_FILE", "the cluster secret", None),
+                             ("CLIENT_TOKEN_FILE", "the client token", check_token)):
         secrets[var] = None
         if env.get(var):
             try:
                 secrets[var] = load_secret(env[var], what)
-                if var == "CLIENT_TOKEN_FILE":
-                    check_token(secrets[var] or b"", env[var])
+                if check is not None:  # (the token goes in a header; the secret never does)
+                    check(secrets[var] or b"", env[var])
             except ValueError as exc:
                 raise ConfigError(f"{var}={exc}") from None
     return NodeSettings(config, node_id, shared_dir, bind_host, bind_port, config_file,

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from nodesvc.client import Cluster, UploadResult
 from nodesvc.config import Config
+from nodesvc.digits import ascii_digits
 from nodesvc.storage import sha256_hex
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kib|kb|k|mib|mb|m|gib|g)?\s*$",
@@ -126,10 +127,8 @@ async def run_stress(config: Config, clients: int, requests: int, size: int, run
     if verify:
         lost = await _verify(cluster, [(r, sha) for r, sha in results if r.ok])
     await cluster.close()
-    report = build_report(config, run_id, clients, requests, size, results, duration, lost,
-                          before)
-    report["summary"]["silent_before"] = silent  # type: ignore[index]
-    return report
+    return build_report(config, run_id, clients, requests, size, results, duration, lost,
+                        before, silent)
 
 
 def stored_counts(infos: dict[int, dict[str, object] | str]) -> dict[str, int] | None:
@@ -195,8 +194,10 @@ def is_balanced(counts: list[int], expected: list[int] | None = None) -> bool:
 
 def build_report(config: Config, run_id: str, clients: int, requests: int, size: int,
                  results: list[tuple[UploadResult, str]], duration: float,
-                 lost: list[str], before: dict[str, int] | None = None) -> dict[str, object]:
-    """`before`: the images each node held before the run, if known (see is_balanced)."""
+                 lost: list[str], before: dict[str, int] | None = None,
+                 silent: dict[str, str] | None = None) -> dict[str, object]:
+    """`before`: the images each node held before the run, if known (see is_balanced);
+    `silent`: the nodes that did not answer then, and why."""
     ok = [(r, sha) for r, sha in results if r.ok]
     corrupted = sorted(r.name for r, sha in ok if r.sha256 != sha)
     distribution = {str(p.id): 0 for p in config.peers}
@@ -235,6 +236,7 @@ def build_report(config: Config, run_id: str, clients: int, requests: int, size:
         # then give it (judged instead of an even split when the cluster was uneven).
         "stored_before": before,
         "expected_share": share if uneven else None,
+        "silent_before": silent or {},
     }
     passed = balanced and not failures
     return {
@@ -311,7 +313,7 @@ def format_report(report: dict[str, object]) -> str:
 
 
 def _positive(text: str) -> int:
-    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+    if not ascii_digits(text) or int(text) < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
     return int(text)
 

@@ -20,6 +20,8 @@ from typing import Literal
 
 import httptools
 
+from nodesvc.digits import ascii_digits
+
 REASONS = {
     100: "Continue", 200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request",
     404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout", 409: "Conflict",
@@ -198,8 +200,7 @@ class Parser:
         self._trailers = {}
         self._body_seen = 0
         length = head.headers.get("content-length", "")
-        self._length = int(length) if self._kind == "request" and length.isascii() \
-            and length.isdigit() \
+        self._length = int(length) if self._kind == "request" and ascii_digits(length) \
             and "transfer-encoding" not in head.headers else None
         if self._head_size > self._max_head:
             # Refused whole: neither this head nor anything after it becomes an event.
