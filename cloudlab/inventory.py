@@ -28,13 +28,20 @@ def render(hosts: list[HostPlan], key: Path, python: str, spare: int = 0) -> str
     return "\n".join(lines)
 
 
-def layout(text: str) -> tuple[int, int]:
-    """(nodes, client-only hosts) listed in an inventory written by `render`."""
-    counts = {"[nodes]": 0, "[lab_clients]": 0}
-    section = ""
+def sections(text: str) -> dict[str, list[str]]:
+    """The first word of each line under each [section] (for host groups: the host names)
+    of an inventory written by `render`."""
+    found: dict[str, list[str]] = {}
+    names: list[str] = []
     for line in text.splitlines():
         if line.startswith("["):
-            section = line.strip()
-        elif line.strip() and not line.startswith("#") and section in counts:
-            counts[section] += 1
-    return counts["[nodes]"], counts["[lab_clients]"]
+            names = found.setdefault(line.strip()[1:-1], [])
+        elif line.strip() and not line.startswith("#"):
+            names.append(line.split()[0])
+    return found
+
+
+def layout(text: str) -> tuple[int, int]:
+    """(nodes, client-only hosts) listed in an inventory written by `render`."""
+    found = sections(text)
+    return len(found.get("nodes", [])), len(found.get("lab_clients", []))

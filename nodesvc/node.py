@@ -152,6 +152,7 @@ class Node:
         self._synced_term = -1
         self._known_alive: set[int] = set()
         self._said_unreachable: set[int] = set()  # peers we logged as unreachable (_reached)
+        self._syncing: set[int] = set()  # peers whose names _sync_peer is fetching
         self._heartbeats_in_flight: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
@@ -363,7 +364,14 @@ class Node:
             self._spawn(self._resolve_duplicates(duplicates))
 
     async def _sync_peer(self, pid: int) -> None:
-        names = await self._fetch_names(pid)
+        # A node that comes back is seen twice (its election, then alive again): one sync.
+        if pid in self._syncing:
+            return
+        self._syncing.add(pid)
+        try:
+            names = await self._fetch_names(pid)
+        finally:
+            self._syncing.discard(pid)
         if names is None or self.election.role is not Role.LEADER:
             return
         self._forget_lost(pid, set(names))

@@ -129,11 +129,10 @@ def remote_client_inventory(tmp_path: Path, client: str = "h1") -> Path:
 
 def lab_client_host() -> str | None:
     """The lab's spare host, not a node (`cloudlab up --client-hosts 1`), if it has one."""
-    lines = INVENTORY.read_text().splitlines() if INVENTORY.exists() else []
-    if "[lab_clients]" not in lines:
-        return None
-    first = lines[lines.index("[lab_clients]") + 1:][:1]
-    return first[0].split()[0] if first and first[0] and first[0][0] != "[" else None
+    from cloudlab.inventory import sections
+
+    spare = sections(INVENTORY.read_text()).get("lab_clients", []) if INVENTORY.exists() else []
+    return spare[0] if spare else None
 
 
 def lab_ssh(host: str, command: str) -> subprocess.CompletedProcess[str]:
