@@ -122,14 +122,24 @@ def config_hash(data: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical).hexdigest()[:16]
 
 
+def _line_col(text: str, pos: int) -> tuple[int, int]:
+    """1-based line and column of the character at `pos`."""
+    return text.count("\n", 0, pos) + 1, pos - (text.rfind("\n", 0, pos) + 1) + 1
+
+
 def parse_config(raw: bytes, source: str = "config.json") -> Config:
     """Parse the bytes of config.json; raise ConfigError with a precise message."""
     try:
-        data = orjson.loads(raw)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:  # (orjson would say where only as "position 0")
+        line, col = _line_col(raw.decode("utf-8", "replace"),
+                              len(raw[: exc.start].decode("utf-8")))
+        raise ConfigError(f"{source}: not UTF-8 text: byte 0x{raw[exc.start]:02x} at line "
+                          f"{line}, column {col}") from None
+    try:
+        data = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        # orjson reports a character position; users want line and column.
-        line = raw[: exc.pos].count(b"\n") + 1
-        col = exc.pos - (raw.rfind(b"\n", 0, exc.pos) + 1) + 1
+        line, col = _line_col(text, exc.pos)  # users want line and column, not a position
         raise ConfigError(
             f"{source}: invalid JSON at line {line}, column {col}: {exc.msg}") from None
     if not isinstance(data, dict):

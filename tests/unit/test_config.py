@@ -29,6 +29,9 @@ def test_the_seed_config_parses_with_defaults_and_sorted_peers() -> None:
 @pytest.mark.parametrize(("raw", "message"), [
     (b'{"peers": [\n  {"id": 1, "address": "a:1"}\n  {"id": 2}\n]}',
      "invalid JSON at line 3, column 3"),
+    ('{"peers": [\n  {"id": 1, "address": "é:1"} x]}'.encode(),  # column in characters
+     "invalid JSON at line 2, column 31"),
+    (b'{"peers": [\n  {"id": 1, "address": "\xe9:1"}]}', "byte 0xe9 at line 2, column 25"),
     (b"[1, 2]", "top level must be a JSON object"),
     (b'{"peers": []}', '"peers" must be a non-empty list'),
     (b'{"shared_dir": "x"}', '"peers" must be a non-empty list'),
