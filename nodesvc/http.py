@@ -70,6 +70,7 @@ class Response:
     body: bytes = b""
     content_type: str = "application/json"
     headers: list[tuple[str, str]] = field(default_factory=list)
+    length: int | None = None  # the Content-Length of a HEAD's answer that has no body here
 
     def header(self, name: str) -> str | None:
         for key, value in self.headers:
@@ -304,7 +305,8 @@ async def _send(writer: Connection, response: Response, close: bool = False,
     """`head_only`: the answer to a HEAD, the head a GET would get (its Content-Length
     too, RFC 9110 9.3.2) without the body."""
     headers = [("content-type", response.content_type),
-               ("content-length", str(len(response.body))), *response.headers]
+               ("content-length", str(len(response.body) if response.length is None
+                                       else response.length)), *response.headers]
     if close:
         headers.append(("connection", "close"))
     _write_with_body(writer, response_head(response.status, headers),

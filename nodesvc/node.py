@@ -789,11 +789,16 @@ class Node:
         if not valid_name(name):
             return error(400, "invalid name", "names match [A-Za-z0-9][A-Za-z0-9._-]{0,254}")
         loop = asyncio.get_running_loop()
-        data = await loop.run_in_executor(self.executor, self.store.read, name)
-        if data is not None:
-            ctype = CONTENT_TYPES.get(name.rsplit(".", 1)[-1].lower(), "application/octet-stream")
-            # (for a HEAD the server sends the head of this answer only)
-            return Response(200, data, ctype, [("x-cloud-p2p-node", str(self.id))])
+        ctype = CONTENT_TYPES.get(name.rsplit(".", 1)[-1].lower(), "application/octet-stream")
+        here = [("x-cloud-p2p-node", str(self.id))]
+        if req.method == "HEAD":  # the size from the file system, not the bytes
+            size = await loop.run_in_executor(self.executor, self.store.size, name)
+            if size is not None:
+                return Response(200, b"", ctype, here, length=size)
+        else:
+            data = await loop.run_in_executor(self.executor, self.store.read, name)
+            if data is not None:
+                return Response(200, data, ctype, here)
         if LOCAL_ONLY in req.headers:
             return error(404, "not found", f"{name} is not on node {self.id}")
         # Ask the node the leader's index names first, then the live nodes, then the rest
@@ -805,7 +810,7 @@ class Node:
         order = ([hint] if hint is not None and hint != self.id else []) + others
         unasked: list[int] = []
         for pid in order:
-            try:
+            try:  # (a GET for a HEAD too: the server sends only the head of its answer)
                 resp = await self._peer_request(pid, "GET", f"/images/{name}",
                                                 headers=[(LOCAL_ONLY, "1")])
             except PeerUnreachable:

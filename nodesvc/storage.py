@@ -163,6 +163,16 @@ class Store:
             self._sha.pop(name, None)  # removed by hand behind our back
             return None
 
+    def size(self, name: str) -> int | None:
+        """The stored image's size in bytes (its file's, without reading it), or None."""
+        if name not in self._sha:
+            return None
+        try:
+            return os.stat(self.filename(name)).st_size
+        except FileNotFoundError:
+            self._sha.pop(name, None)  # removed by hand behind our back
+            return None
+
     def write(self, name: str, data: bytes) -> Stored:
         """Store `data` under `name` durably, alone (a batch of one); idempotent."""
         result = self.write_batch([Write(name, data, sha256_hex(data))])[0]

@@ -91,6 +91,15 @@ def test_a_full_disk_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.M
     assert "big.png" not in s
 
 
+def test_size_is_the_stored_length_and_forgets_a_file_removed_by_hand(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.open()
+    store.write("a.png", b"x" * 12345)
+    assert store.size("a.png") == 12345 and store.size("b.png") is None
+    (tmp_path / "a.png").unlink()
+    assert store.size("a.png") is None and "a.png" not in store
+
+
 def test_remove_copy_needs_the_matching_hash(tmp_path: Path) -> None:
     s = Store(tmp_path)
     s.open()
