@@ -57,6 +57,11 @@ class Request:
         length = self.headers.get("content-length", "")
         return int(length) if length.isdigit() else None
 
+    @property
+    def known_sha256(self) -> bytes | None:
+        """The body's digest if something asked for it already (a signature over the body)."""
+        return self._sha256
+
     def body_sha256(self) -> bytes:
         """The body's digest, computed once however many times it is needed."""
         if self._sha256 is None:
@@ -329,21 +334,20 @@ def _joined(chunks: list[bytes]) -> bytes:
 
 class Tee:
     """A body read once from its source and kept, so it can be sent more than once (to the
-    next node, when a target fails mid-upload), and hashed if asked."""
+    next node, when a target fails mid-upload). It is not hashed here: the node that stores
+    it does that."""
 
     def __init__(self, source: AsyncIterator[bytes] | None, length: int | None = None) -> None:
         self._source = source  # None: nothing more to read (Tee.of)
         self.length = length  # the Content-Length announced, if any
         self._chunks: list[bytes] = []
-        self._digest: bytes | None = None  # computed when first asked for, or given (Tee.of)
         self.complete = False
 
     @classmethod
-    def of(cls, data: bytes, sha256: bytes | None = None) -> Tee:
-        """A body already read whole (`sha256`: its digest, if the caller has it)."""
+    def of(cls, data: bytes) -> Tee:
+        """A body already read whole."""
         tee = cls(None, len(data))
         tee._chunks = [data] if data else []
-        tee._digest = sha256
         tee.complete = True
         return tee
 
@@ -368,18 +372,6 @@ class Tee:
         async for _ in self.replay():
             pass
         return _joined(self._chunks)
-
-    def sha256(self) -> bytes:
-        """Computed only when asked for: a leader passing an image on does not hash it (the
-        node that stores it does)."""
-        if not self.complete:
-            raise RuntimeError("the body has not been read to its end")
-        if self._digest is None:
-            h = hashlib.sha256()
-            for piece in self._chunks:
-                h.update(piece)
-            self._digest = h.digest()
-        return self._digest
 
 
 class SourceFailed(Exception):

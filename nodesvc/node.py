@@ -575,7 +575,7 @@ class Node:
         if path.startswith("/peer/store/"):
             name = path[len("/peer/store/"):]
             if method == "PUT":
-                return await self.store_local(name, req.body, req.body_sha256())
+                return await self.store_local(name, req.body, req.known_sha256)
             if method == "DELETE":
                 return await self.peer_drop_copy(req, name)
             return _not_allowed("PUT, DELETE")
@@ -715,7 +715,7 @@ class Node:
     async def _store_on(self, target: int, name: str, body: Tee) -> Response:
         if target == self.id:
             data = await body.read()
-            return await self.store_local(name, data, body.sha256())
+            return await self.store_local(name, data, None)  # (hashed by the committer)
         resp = await self._send_image(target, f"/peer/store/{name}", body)
         if resp.status >= 500 and resp.status != 507:
             raise PeerUnreachable(f"node {target} answered {resp.status}")
@@ -754,15 +754,17 @@ class Node:
             raise exc.cause from None
         return resp
 
-    async def store_local(self, name: str, body: bytes, sha256: bytes) -> Response:
-        """The target's part: a durable write on this node's disk."""
+    async def store_local(self, name: str, body: bytes, sha256: bytes | None) -> Response:
+        """The target's part: a durable write on this node's disk. `sha256`: the body's
+        digest if known; else the committer computes it."""
         if not valid_name(name):
             return error(400, "invalid name", name[:80])
         if not body:  # (a streamed upload is known to be empty only here)
             return _empty_image()
         async with self.write_locks.hold(name):
             try:
-                stored = await self.committer.commit(Write(name, body, sha256.hex()))
+                digest = sha256.hex() if sha256 else None
+                stored = await self.committer.commit(Write(name, body, digest))
             except Conflict as exc:
                 self.metrics.write_result["conflict"].inc()
                 return error(409, "conflict",

@@ -78,11 +78,12 @@ class DiskFull(Exception):
 
 @dataclass(frozen=True)
 class Write:
-    """An image to store: its name, bytes and sha256 (hex, computed by the caller)."""
+    """An image to store: its name, bytes and sha256 (hex), if the caller has it; else the
+    committer computes it (off the event loop, whose GIL hashlib would hand over)."""
 
     name: str
     data: bytes
-    sha256: str
+    sha256: str | None = None
 
 
 @dataclass(frozen=True)

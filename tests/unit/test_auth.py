@@ -29,6 +29,20 @@ def test_a_signed_request_verifies_once() -> None:
     assert b.verify(sig, "POST", "/peer/msg", b"body") == "replayed peer message"
 
 
+def test_the_mac_is_hmac_sha256_of_the_documented_fields() -> None:
+    """What other releases compute (the rolling upgrade depends on it): HMAC-SHA256 over
+    sender, ms, nonce, method and target, one per line, then the body's digest; the same
+    for every message an instance signs (its keyed state is copied, never used up)."""
+    import hmac
+    auth = PeerAuth(SECRET, 1, clock=Clock())
+    for body in (b"data", b"other data"):
+        sig = auth.sign("PUT", "/peer/store/a.png", body)
+        sender, ms, nonce, mac = sig.split(":")
+        fields = f"{sender}\n{ms}\n{nonce}\nPUT\n/peer/store/a.png\n".encode()
+        expected = hmac.digest(SECRET, fields + hashlib.sha256(body).digest(), "sha256")
+        assert mac == expected.hex()
+
+
 @pytest.mark.parametrize(("method", "target", "body"), [
     ("PUT", "/peer/msg", b"body"), ("POST", "/peer/names", b"body"), ("POST", "/peer/msg", b"x")])
 def test_any_change_breaks_the_signature(method: str, target: str, body: bytes) -> None:
