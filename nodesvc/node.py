@@ -356,6 +356,11 @@ class Node:
             self.index.setdefault(name, holder)
         self.placement.seed(reported)
         self.index_ready.set()
+        for pid, names in zip(self.election.peer_ids, results, strict=True):
+            if names is None and self.election.peers[pid].alive:
+                # It came back (or answered again) while we were asking the others: its
+                # return was seen before the index was ready, so nothing else asks it now.
+                self._spawn(self._sync_peer(pid))
         # Once per term led: a second line means another node claimed the same term (nodes
         # started together) or led meanwhile, and the index was learnt again.
         log.info("[Node %d] leader index ready (term %d): %d images, loads %s", self.id,

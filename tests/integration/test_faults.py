@@ -287,3 +287,49 @@ def test_follower_killed_mid_upload_is_replaced_and_clients_see_no_error(
     assert up.failures() == [], [r.result for r in up.failures()[:3]]
     assert cluster.wait_leader(3, nodes=[2, 3]) == 3
     restart_and_audit(cluster, 1, up.records)
+
+
+def test_a_node_back_while_a_new_leader_learns_the_index_is_asked_too(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    """Node 3 restarts while node 1 is down and node 2 is frozen: its first index is learnt
+    from itself alone, as node 2 holds it up and node 1 refuses. Node 1 starts meanwhile and
+    is seen alive before that index is ready; it must be asked then, or the leader does not
+    know node 1's names and takes other bytes under one of them (a 201, two contents for one
+    name). Found by a durability audit on the lab."""
+    c = make_cluster(leader_timeout_ms=4000)  # node 2's silence holds the index up 4 s
+    c.start_all()
+    c.wait_leader(3)
+    for name in ("first.png", "second.png"):  # least load, ties to the lowest id: 1, then 2
+        code, body = c.request(3, "PUT", f"/images/{name}",
+                               tagged_png(make_png_parts(2000), name))
+        assert code == 201, body
+    assert c.files(1).keys() == {"first.png"}, "the test needs node 1 to hold first.png"
+    frozen = c.procs[2]
+    frozen.send_signal(signal.SIGSTOP)
+    try:
+        c.kill(1, signal.SIGTERM)
+        c.kill(3, signal.SIGTERM)
+        log_start = c.log_file(3).stat().st_size
+        c.start(3)
+        new_log = ""
+        deadline = time.monotonic() + 10
+        while "becoming coordinator" not in new_log:
+            assert time.monotonic() < deadline, new_log
+            time.sleep(0.05)
+            new_log = c.log_file(3).read_text()[log_start:]
+        c.start(1)  # after node 3's sync asked it (refused), before node 2's answer is due
+        deadline = time.monotonic() + 15
+        while "leader index ready" not in new_log:
+            assert time.monotonic() < deadline, new_log
+            time.sleep(0.05)
+            new_log = c.log_file(3).read_text()[log_start:]
+        assert "first.png" in c.files(1)
+        deadline = time.monotonic() + 10
+        while not any(p["id"] == 1 and p["alive"] for p in (c.status(3) or {}).get("peers", [])):
+            assert time.monotonic() < deadline, "node 3 never saw node 1 again"
+            time.sleep(0.05)
+        time.sleep(1.0)  # the sync of node 1's names
+        code, body = c.request(3, "PUT", "/images/first.png", b"\x89PNG other bytes")
+        assert code == 409, body
+        assert "first.png" not in c.files(3)
+    finally:
+        frozen.send_signal(signal.SIGCONT)
