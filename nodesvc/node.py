@@ -798,14 +798,19 @@ class Node:
         loop = asyncio.get_running_loop()
         ctype = CONTENT_TYPES.get(name.rsplit(".", 1)[-1].lower(), "application/octet-stream")
         here = [("x-cloud-p2p-node", str(self.id))]
-        if req.method == "HEAD":  # the size from the file system, not the bytes
-            size = await loop.run_in_executor(self.executor, self.store.size, name)
-            if size is not None:
-                return Response(200, b"", ctype, here, length=size)
-        else:
-            data = await loop.run_in_executor(self.executor, self.store.read, name)
-            if data is not None:
-                return Response(200, data, ctype, here)
+        try:
+            if req.method == "HEAD":  # the size from the file system, not the bytes
+                size = await loop.run_in_executor(self.executor, self.store.size, name)
+                if size is not None:
+                    return Response(200, b"", ctype, here, length=size)
+            else:
+                data = await loop.run_in_executor(self.executor, self.store.read, name)
+                if data is not None:
+                    return Response(200, data, ctype, here)
+        except OSError as exc:  # (its file made unreadable by hand, say)
+            log.error("[Node %d] cannot read %s: %s", self.id, self.store.filename(name), exc)
+            return error(500, "read failed", f"node {self.id} holds {name} and cannot read it: "
+                         f"{exc.strerror or exc}")
         if LOCAL_ONLY in req.headers:
             return error(404, "not found", f"{name} is not on node {self.id}")
         # Ask the node the leader's index names first, then the live nodes, then the rest
@@ -816,6 +821,7 @@ class Node:
                         key=lambda p: (p not in alive, p))
         order = ([hint] if hint is not None and hint != self.id else []) + others
         unasked: list[int] = []
+        failed: list[str] = []  # nodes that answered, with an error
         for pid in order:
             try:  # (a GET for a HEAD too: the server sends only the head of its answer)
                 resp = await self._peer_request(pid, "GET", f"/images/{name}",
@@ -825,13 +831,14 @@ class Node:
                 continue
             if resp.status == 200:
                 return resp
-            if resp.status != 404:
-                unasked.append(pid)  # (a node that is starting, or overloaded)
-        if unasked:
-            # Not "not found": the image may well be on a node we could not ask.
+            if resp.status != 404:  # (a node that is starting, or overloaded, or broken)
+                failed.append(f"node {pid} answered {resp.status}")
+        if unasked or failed:
+            # Not "not found": the image may well be on a node that did not give it.
+            why = failed + ([f"node(s) {', '.join(map(str, sorted(unasked)))} could not be "
+                             f"asked"] if unasked else [])
             return error(503, "unavailable",
-                         f"{name} is on no node that answered; node(s) "
-                         f"{', '.join(map(str, sorted(unasked)))} could not be asked",
+                         f"{name} is on no node that answered; {'; '.join(why)}",
                          headers=[("retry-after", "1")])
         return error(404, "not found", f"no node holds {name}")
 

@@ -211,7 +211,9 @@ class Store:
             raise ValueError(f"invalid image name {name!r}")
         digest = digest or sha256_hex(data)
         if name in self._sha:
-            return self._existing(name, digest, len(data))
+            if os.path.exists(self.filename(name)):
+                return self._existing(name, digest, len(data))
+            self._sha.pop(name, None)  # removed by hand behind our back: store it again
         serial = next(self._tmp_serial)
         # The name's head only: a valid name can be 255 bytes, the most a filename can be.
         tmp = f"{self._tmp_prefix}{serial}-{name[:TMP_NAME_KEPT]}"

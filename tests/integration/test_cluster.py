@@ -71,6 +71,25 @@ def test_head_tells_the_size_a_get_would_send_and_no_body(cluster: LocalCluster)
             conn.close()
 
 
+def test_an_unreadable_image_is_a_500_from_its_node_and_named_by_the_others(
+        cluster: LocalCluster) -> None:
+    """A file the node cannot read (made a directory here; a chmod by hand on a real host)
+    is not "not found": its node answers 500 and says why, and the others say which node
+    answered what, instead of "could not be asked"."""
+    code, body = cluster.request(1, "PUT", "/images/broken.png",
+                                 tagged_png(make_png_parts(3000), "broken"))
+    assert code == 201, body
+    holder = orjson.loads(body)["node"]
+    path = cluster.shared_dir(holder) / "broken.png"
+    path.unlink()
+    path.mkdir()
+    code, body = cluster.request(holder, "GET", "/images/broken.png")
+    assert code == 500 and b"cannot read it" in body, body
+    other = 1 + holder % 3
+    code, body = cluster.request(other, "GET", "/images/broken.png")
+    assert code == 503 and f"node {holder} answered 500".encode() in body, body
+
+
 def test_highest_id_leads_soon_after_the_last_node_starts(make_cluster) -> None:
     c = make_cluster()
     for node in (3, 1, 2):  # the leader is not the last to start

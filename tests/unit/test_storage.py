@@ -100,6 +100,17 @@ def test_size_is_the_stored_length_and_forgets_a_file_removed_by_hand(tmp_path: 
     assert store.size("a.png") is None and "a.png" not in store
 
 
+def test_an_image_removed_by_hand_is_stored_again_not_said_to_exist(tmp_path: Path) -> None:
+    """Its sha256 is cached: the same bytes again used to answer "exists" (200) with no file
+    behind it."""
+    store = Store(tmp_path)
+    store.open()
+    store.write("a.png", b"image")
+    (tmp_path / "a.png").unlink()
+    assert store.write("a.png", b"image").created
+    assert (tmp_path / "a.png").read_bytes() == b"image"
+
+
 def test_remove_copy_needs_the_matching_hash(tmp_path: Path) -> None:
     s = Store(tmp_path)
     s.open()
