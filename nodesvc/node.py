@@ -42,6 +42,7 @@ from nodesvc.http import (
 )
 from nodesvc.metrics import Metrics
 from nodesvc.placement import Placement
+from nodesvc.replica import ChangeLog, Replica, parse_snapshot
 from nodesvc.storage import (
     Conflict,
     DiskFull,
@@ -141,8 +142,12 @@ class Node:
         # Every image write goes to this one thread, which writes and flushes in batches
         # (one thread hop per write; the executor is for reads and index work).
         self.committer: GroupCommit[Write, Stored] = GroupCommit(self.store.write_batch)
-        self.index: dict[str, int] = {}          # leader only: image name -> node holding it
+        # Image name -> node holding it: the leader's own, a follower's copy of it (replica.py)
+        self.index: dict[str, int] = {}
         self.index_ready = asyncio.Event()       # leader only: index synced after election
+        self.changes = ChangeLog()               # leader: the index's changes, for followers
+        self.replica = Replica()                 # follower: how far it follows them
+        self._fetching_index = False             # follower: a snapshot is being fetched
         self.leader_known = asyncio.Event()
         self.place_locks = KeyedLocks()          # leader: one placement per name at a time
         self.write_locks = KeyedLocks()          # target: one write per name at a time
@@ -270,10 +275,16 @@ class Node:
                 return  # the last one has not come back yet; don't pile up
             self._heartbeats_in_flight.add(to)
         timeout = self.election.timings.leader_timeout
+        body = msg.to_dict()
+        following = msg.kind is Kind.HEARTBEAT and to == self.election.leader \
+            and self.election.role is Role.FOLLOWER
+        if following:
+            body["index"] = self.replica.position()  # (a node of an older release ignores it)
         try:
-            resp = await self._peer_request(to, "POST", "/peer/msg", orjson.dumps(msg.to_dict()),
+            resp = await self._peer_request(to, "POST", "/peer/msg", orjson.dumps(body),
                                             [("content-type", "application/json")], timeout)
-            reply = Message.from_dict(orjson.loads(resp.body)) if resp.status == 200 else None
+            data = orjson.loads(resp.body) if resp.status == 200 else None
+            reply = Message.from_dict(data) if data is not None else None
         except (PeerUnreachable, ValueError) as exc:
             # A refused connection is a dead peer; a slow answer is not (yet): the tick's
             # silence timeout decides that, so a busy leader is not deposed for being busy.
@@ -286,6 +297,27 @@ class Node:
         if reply is not None:
             _, actions = self.election.receive(reply, time.monotonic())
             self._apply(actions)
+            if following and "index" in data and to == self.election.leader \
+                    and self.replica.apply(self.index, data["index"], self._node_ids()):
+                self._spawn(self._fetch_index(to))
+
+    def _node_ids(self) -> set[int]:
+        return {self.id, *self.election.peer_ids}
+
+    async def _fetch_index(self, leader: int) -> None:
+        """A follower's copy of the leader's index, whole (see replica.py)."""
+        if self._fetching_index:
+            return
+        self._fetching_index = True
+        try:
+            resp = await self._peer_request(leader, "GET", "/peer/index", timeout=30.0)
+            if resp.status == 200 and self.election.leader == leader \
+                    and self.election.role is Role.FOLLOWER:
+                self.replica.load(self.index, orjson.loads(resp.body), self._node_ids())
+        except (PeerUnreachable, orjson.JSONDecodeError):
+            pass  # the next heartbeat asks again
+        finally:
+            self._fetching_index = False
 
     def _after_election_event(self) -> None:
         """React to a change of leader or of the set of live peers."""
@@ -298,8 +330,7 @@ class Node:
             self._last_leader = e.leader
             self.metrics.elections.inc()
             self._leadership += 1
-            self.index_ready.clear()
-            self.index.clear()
+            self.index_ready.clear()  # (the index stays: a new leader starts from it)
             if e.role is Role.LEADER:
                 self._synced_term = e.term
                 self._spawn(self._sync_index())
@@ -329,6 +360,16 @@ class Node:
         names = orjson.loads(resp.body).get("names", [])
         return [n for n in names if isinstance(n, str)]
 
+    async def _fetch_copy(self, pid: int) -> dict[str, int]:
+        """A node's copy of the index (empty if it cannot give one)."""
+        try:
+            resp = await self._peer_request(pid, "GET", "/peer/index", timeout=30.0)
+            if resp.status == 200:
+                return parse_snapshot(orjson.loads(resp.body), self._node_ids()) or {}
+        except (PeerUnreachable, orjson.JSONDecodeError):
+            pass
+        return {}
+
     async def _sync_index(self) -> None:
         """A new leader learns which node holds which name before placing anything."""
         generation = self._leadership
@@ -337,12 +378,29 @@ class Node:
         views = self.election.peers
         ask = [p for p in self.election.peer_ids
                if views[p].alive or views[p].last_heard is None]
+        # What this node knew when it started asking: the index it led with, or its copy of
+        # the last leader's. Names on a node that cannot be asked now are known from it.
+        seed = dict(self.index)
         fetched = await asyncio.gather(*(self._fetch_names(p) for p in ask))
         results = [fetched[ask.index(p)] if p in ask else None for p in self.election.peer_ids]
         if self._leadership != generation or self.election.role is not Role.LEADER:
             return  # lost (or lost and regained) leadership meanwhile: that sync is stale
-        previous = self.index  # placements made while we were asking stay known
+        unasked = {p for p, names in zip(self.election.peer_ids, results, strict=True)
+                   if names is None}
+        if unasked:  # where their names are: the other nodes' copies of the index say
+            for pid in sorted(set(self.election.peer_ids) - unasked):
+                for name, holder in (await self._fetch_copy(pid)).items():
+                    if holder in unasked:
+                        seed.setdefault(name, holder)
+            if self._leadership != generation or self.election.role is not Role.LEADER:
+                return
+            for name, holder in seed.items():
+                if holder in unasked:
+                    self.index.setdefault(name, holder)
+        previous = self.index  # ... and placements made while we were asking
         self.index = {n: self.id for n in self._local_names()}
+        asked = {self.id} | {p for p, names in zip(self.election.peer_ids, results,
+                                                   strict=True) if names is not None}
         reported = {self.id: len(self.store) + self._inflight()}
         duplicates: dict[str, set[int]] = {}
         for pid, names in zip(self.election.peer_ids, results, strict=True):
@@ -352,9 +410,20 @@ class Node:
                 for name, holders in self._merge_names(pid, names).items():
                     duplicates.setdefault(name, set()).update(holders)
                 reported[pid] = max(reported[pid], len(names))
+        missing: dict[int, list[str]] = {}
         for name, holder in previous.items():
-            self.index.setdefault(name, holder)
+            if name in self.index:
+                continue
+            if holder in asked and seed.get(name) == holder:
+                missing.setdefault(holder, []).append(name)  # asked, and it has it no more
+            else:
+                self.index[name] = holder
+        for pid in set(reported) - asked:  # not asked: what the seed says it holds
+            reported[pid] = max(reported[pid], sum(h == pid for h in self.index.values()))
+        for pid, names in sorted(missing.items()):
+            _say_lost(self.id, pid, sorted(names))
         self.placement.seed(reported)
+        self.changes.restart()  # followers fetch this index whole, then follow its changes
         self.index_ready.set()
         for pid, names in zip(self.election.peer_ids, results, strict=True):
             if names is None and self.election.peers[pid].alive:
@@ -394,11 +463,9 @@ class Node:
             return
         for name in lost:
             del self.index[name]
+            self.changes.record(name, None)
         self.placement.lost(pid, len(lost))
-        log.error("[Node %d] !!! node %d came back without %d image(s) it held (%s%s): its "
-                  "disk was wiped or replaced? They are gone unless copied back into its "
-                  "shared_dir", self.id, pid, len(lost), ", ".join(lost[:3]),
-                  ", ..." if len(lost) > 3 else "")
+        _say_lost(self.id, pid, lost)
 
     def _merge_names(self, pid: int, names: list[str]) -> dict[str, set[int]]:
         """Add a node's names to the index; return the names some other node holds too,
@@ -408,6 +475,8 @@ class Node:
             holder = self.index.setdefault(name, pid)
             if holder != pid:
                 duplicates[name] = {holder, pid}
+            elif self.index_ready.is_set():
+                self.changes.record(name, pid)  # (before: the whole index is sent anyway)
         return duplicates
 
     async def _resolve_duplicates(self, names: dict[str, set[int]]) -> None:
@@ -440,6 +509,7 @@ class Node:
                     log.info("[Node %d] removed duplicate of %s from node %d (kept node %d)",
                              self.id, name, pid, keep)
             self.index[name] = keep
+            self.changes.record(name, keep)
 
     async def _meta(self, pid: int, name: str) -> tuple[str, int] | None:
         if pid == self.id:
@@ -591,6 +661,7 @@ class Node:
         routes = {
             "/peer/msg": ("POST", self.peer_message),
             "/peer/names": ("GET", self.peer_names),
+            "/peer/index": ("GET", self.peer_index),
             "/status": ("GET", self.status),
             "/metrics": ("GET", self.metrics_text),
             "/healthz": ("GET", self.healthz),
@@ -710,6 +781,7 @@ class Node:
                     continue
                 if resp.status in (200, 201):
                     self.index[name] = target
+                    self.changes.record(name, target)
                 if resp.status == 201:
                     self.placement.confirm(target)
                     self.metrics.placed(target)
@@ -815,7 +887,7 @@ class Node:
             return error(404, "not found", f"{name} is not on node {self.id}")
         # Ask the node the leader's index names first, then the live nodes, then the rest
         # (a node we have not heard from yet may still answer).
-        hint = self.index.get(name) if self.election.role is Role.LEADER else None
+        hint = self.index.get(name)  # (a follower's copy of the leader's index, too)
         alive = set(self.election.alive_ids())
         others = sorted((p for p in self.election.peer_ids if p != hint),
                         key=lambda p: (p not in alive, p))
@@ -846,7 +918,8 @@ class Node:
 
     async def peer_message(self, req: Request) -> Response:
         try:
-            msg = Message.from_dict(orjson.loads(req.body))
+            data = orjson.loads(req.body)
+            msg = Message.from_dict(data)
         except (orjson.JSONDecodeError, ValueError) as exc:
             return error(400, "bad message", str(exc))
         self._refresh_load()
@@ -859,7 +932,24 @@ class Node:
             self._spawn(self._sync_peer(msg.sender))
         if reply is None:
             return Response(204)
-        return json_response(200, reply.to_dict())
+        answer = reply.to_dict()
+        if msg.kind is Kind.HEARTBEAT and "index" in data and self.index_ready.is_set() \
+                and self.election.role is Role.LEADER:
+            position = data["index"] if isinstance(data["index"], dict) else {}
+            answer["index"] = self.changes.since(position.get("epoch"), position.get("next"))
+        return json_response(200, answer)
+
+    async def peer_index(self, req: Request) -> Response:
+        """The leader's whole index, for a follower that starts following it; a follower's
+        copy, for a node that takes over (replica.py)."""
+        if self.election.role is Role.LEADER:
+            if not self.index_ready.is_set():
+                return error(503, "not ready", f"node {self.id} is learning the index",
+                             headers=[("retry-after", "1")])
+            epoch, position = self.changes.epoch, self.changes.next
+        else:
+            epoch, position = self.replica.epoch, self.replica.next
+        return json_response(200, {"epoch": epoch, "next": position, "index": self.index})
 
     async def peer_meta(self, name: str) -> Response:
         if not valid_name(name):
@@ -962,6 +1052,13 @@ class _Held:
 
     async def __aexit__(self, *exc: object) -> None:
         self._locks._release(self._key)
+
+
+def _say_lost(me: int, pid: int, lost: list[str]) -> None:
+    log.error("[Node %d] !!! node %d came back without %d image(s) it held (%s%s): its "
+              "disk was wiped or replaced? They are gone unless copied back into its "
+              "shared_dir", me, pid, len(lost), ", ".join(lost[:3]),
+              ", ..." if len(lost) > 3 else "")
 
 
 def _is_image_put(req: Request) -> bool:

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 
 from nodesvc.config import load_config
@@ -333,3 +334,59 @@ def test_a_node_back_while_a_new_leader_learns_the_index_is_asked_too(make_clust
         assert "first.png" not in c.files(3)
     finally:
         frozen.send_signal(signal.SIGCONT)
+
+
+def test_a_new_leader_knows_the_names_held_by_the_leader_that_died(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    """Followers keep a copy of the leader's index. When the leader dies, the next one
+    knows which names it held: other bytes under such a name are a 503 (its holder cannot
+    be asked), not a 201 that would leave two contents under one name once it is back.
+    Found by a durability audit on the lab (leader kill, rolling re-deploy)."""
+    c = make_cluster()
+    c.start_all()
+    c.wait_leader(3)
+    held: dict[int, str] = {}
+    for name in ("one.png", "two.png", "three.png"):  # least load, ties to the lowest id
+        code, body = c.request(3, "PUT", f"/images/{name}", tagged_png(make_png_parts(2000),
+                                                                        name))
+        assert code == 201, body
+        held[orjson.loads(body)["node"]] = name
+    assert 3 in held, held
+    time.sleep(1.0)  # a few heartbeats: the followers' copies follow the leader's index
+    c.kill(3)
+    assert c.wait_leader(2, nodes=[1, 2]) == 2
+    code, body = c.request(2, "PUT", f"/images/{held[3]}", b"\x89PNG other bytes")
+    assert code == 503 and b"holder unreachable" in body, body
+    code, body = c.request(1, "PUT", "/images/new.png", tagged_png(make_png_parts(2000), "n"))
+    assert code == 201, body  # the rest goes on
+    c.start(3)
+    assert c.wait_leader(3) == 3
+    code, body = c.request(1, "PUT", f"/images/{held[3]}", b"\x89PNG other bytes")
+    assert code == 409, body
+    assert [n for n in (1, 2, 3) if held[3] in c.files(n)] == [3]
+
+
+def test_a_restarted_leader_learns_a_down_nodes_names_from_the_others_copies(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    """Node 1 is down (maintenance) when node 3, the leader, restarts: node 3 cannot ask
+    node 1 and has no copy of the index of its own any more, so it takes node 2's copy.
+    Other bytes under a name node 1 holds are then a 503, not a 201."""
+    c = make_cluster()
+    c.start_all()
+    c.wait_leader(3)
+    code, body = c.request(3, "PUT", "/images/on-one.png", tagged_png(make_png_parts(2000),
+                                                                       "1"))
+    assert code == 201 and orjson.loads(body)["node"] == 1, body  # ties go to the lowest id
+    time.sleep(1.0)  # node 2's copy follows the leader's index
+    c.kill(1, signal.SIGTERM)
+    c.kill(3, signal.SIGTERM)
+    c.start(3)
+    assert c.wait_leader(3, nodes=[2, 3]) == 3
+    deadline = time.monotonic() + 10
+    while "leader index ready" not in c.log_file(3).read_text().split("listening on")[-1]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    code, body = c.request(3, "PUT", "/images/on-one.png", b"\x89PNG other bytes")
+    assert code == 503 and b"holder unreachable" in body, body
+    c.start(1)
+    c.wait_leader(3)
+    code, body = c.request(3, "PUT", "/images/on-one.png", b"\x89PNG other bytes")
+    assert code == 409, body
