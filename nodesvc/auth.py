@@ -94,7 +94,8 @@ class PeerAuth:
         sender, ms, nonce, mac = int(parts[0]), int(parts[1]), parts[2], parts[3]
         now = self._clock()
         if abs(now - ms / 1000) > self.window:
-            return "peer signature outside the time window (clocks out of sync, or a replay)"
+            return (f"peer signature outside the time window (clocks out of sync, or a "
+                    f"replay): node {sender}'s clock reads {ms / 1000 - now:+.1f} s from ours")
         if head_only:
             covered = _NO_BODY
         else:

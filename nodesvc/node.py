@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import re
 import signal
 import time
 from collections.abc import Iterable, Iterator
@@ -65,6 +66,7 @@ UPLOAD_DEADLINE = 8.0                # how long a node tries to find a leader fo
 # concurrent 64 KiB and 1 MiB uploads, streaming them cost 10-15% more CPU per upload
 # (chunked framing, one write per piece) for no gain in throughput.
 STREAM_ABOVE = 1 << 20
+REFUSAL_LOG_EVERY = 60.0  # seconds between two log lines about one kind of refused message
 TICK_AT_LEAST = 1.0  # seconds between ticks at most, whatever the election's timers say
 CONTENT_TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg",
                  "gif": "image/gif", "webp": "image/webp", "bmp": "image/bmp",
@@ -158,6 +160,7 @@ class Node:
         self._known_alive: set[int] = set()
         self._said_unreachable: set[int] = set()  # peers we logged as unreachable (_reached)
         self._syncing: set[int] = set()  # peers whose names _sync_peer is fetching
+        self._refusals_said: dict[str, tuple[float, int]] = {}  # see _log_refusal
         self._heartbeats_in_flight: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
@@ -603,8 +606,7 @@ class Node:
                                       req.body_sha256, head_only_ok=_is_image_put(req))
             if reason is not None:
                 self.metrics.refused_why["peer"].inc()
-                log.warning("[Node %d] refused %s %s: %s", self.id, req.method,
-                            req.path[:80], reason)
+                self._log_refusal(f"{req.method} {req.path[:80]}: {reason}")
                 return error(401, "unauthorized", reason)
         elif self._client_token is not None and req.path.startswith("/images") \
                 and req.method in ("PUT", "POST"):
@@ -614,6 +616,21 @@ class Node:
                 return error(401, "unauthorized", "uploads need Authorization: Bearer <token>",
                              headers=[("www-authenticate", "Bearer")])
         return None
+
+    def _log_refusal(self, text: str) -> None:
+        """Once a minute per kind: a peer with a wrong secret or a clock out of sync sends
+        several messages a second, and the line would drown the log."""
+        kind = text.split(":", 1)[-1].split("(", 1)[0].strip()
+        node = re.search(r"node \d+", text.split(":", 1)[-1])
+        kind += f" {node.group()}" if node else ""  # (a clock: each node's own)
+        now = time.monotonic()
+        said, skipped = self._refusals_said.get(kind, (None, 0))
+        if said is not None and now - said < REFUSAL_LOG_EVERY:
+            self._refusals_said[kind] = (said, skipped + 1)
+            return
+        self._refusals_said[kind] = (now, 0)
+        more = f" ({skipped} more like it in the last minute)" if skipped else ""
+        log.warning("[Node %d] refused %s%s", self.id, text, more)
 
     def _streams_body(self, req: Request) -> bool:
         """The leader passes a client's large upload (or one of unknown length) on to its

@@ -105,3 +105,22 @@ def test_uploads_need_the_client_token_when_one_is_set(make_cluster) -> None:  #
     given = subprocess.run([exe, *cfg, "--token-file", str(token), "upload", str(img)],
                            capture_output=True, text=True, timeout=30)
     assert given.returncode == 0 and "b.png: stored on node" in given.stdout, given.stderr
+
+
+def test_a_peer_whose_clock_is_off_is_named_with_its_offset_once_a_minute(
+        cluster: LocalCluster) -> None:
+    """Signed with the right secret by a clock 90 s ahead: refused, and the log says whose
+    clock and by how much, once, however many such messages come (a node out of sync sends
+    several a second)."""
+    assert cluster.secret_file is not None
+    ahead = PeerAuth(cluster.secret_file.read_text().strip().encode(), 1,
+                     clock=lambda: time.time() + 90)
+    for _ in range(10):
+        body = forged(Kind.HEARTBEAT, 1, 1)
+        code, answer = cluster.request(2, "POST", "/peer/msg", body, headers={
+            "x-cloud-p2p-auth": ahead.sign("POST", "/peer/msg", body)})
+        assert code == 401 and b"node 1's clock reads +90" in answer, answer
+    time.sleep(0.3)  # (the log is written in batches)
+    log = cluster.wait_log(2, "outside the time window")
+    lines = [x for x in log.splitlines() if "outside the time window" in x]
+    assert len(lines) == 1 and "node 1's clock reads +90" in lines[0], lines
