@@ -390,11 +390,14 @@ class Node:
             return  # lost (or lost and regained) leadership meanwhile: that sync is stale
         unasked = {p for p, names in zip(self.election.peer_ids, results, strict=True)
                    if names is None}
-        if unasked:  # where their names are: the other nodes' copies of the index say
+        if unasked:  # where their names are: another node's copy of the index says
             for pid in sorted(set(self.election.peer_ids) - unasked):
-                for name, holder in (await self._fetch_copy(pid)).items():
+                copy = await self._fetch_copy(pid)
+                for name, holder in copy.items():
                     if holder in unasked:
                         seed.setdefault(name, holder)
+                if copy:
+                    break  # (one is enough: they are copies of one index)
             if self._leadership != generation or self.election.role is not Role.LEADER:
                 return
             for name, holder in seed.items():
