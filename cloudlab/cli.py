@@ -122,6 +122,40 @@ def _table(found: list[HostPlan], states: list[str]) -> None:
     print(f"(the machine is {gateway()} on the lab bridge)")
 
 
+def _existing(n: int) -> HostPlan:
+    _check_machine()
+    h = HostPlan(n)
+    if h not in existing_hosts():
+        raise LabError(f"the lab has no {h.name} (python -m cloudlab status)")
+    return h
+
+
+def stop_host(n: int, power_cut: bool) -> None:
+    """Shut a host down cleanly, or pull its plug (its cable too: no answer at all, not
+    even a refused connection), keeping its disk: `start` boots it again."""
+    h = _existing(n)
+    if hosts.pid_of(h) is None:
+        print(f"{h.name} is already stopped")
+        return
+    if power_cut:
+        network.set_link(h, up=False)
+        hosts.power_off(h)
+    else:
+        hosts.stop(h)
+    print(f"{h.name} {'powered off' if power_cut else 'shut down'} "
+          f"(python -m cloudlab start {n} boots it again)")
+
+
+def start_host(n: int) -> None:
+    h = _existing(n)
+    if hosts.pid_of(h) is not None:
+        print(f"{h.name} is already running")
+        return
+    network.set_link(h, up=True)
+    hosts.start(h)
+    print(f"{h.name} {hosts.wait_ready(h)}")
+
+
 def ssh(n: int, command: list[str]) -> int:
     _check_machine()
     h = HostPlan(n)
@@ -147,6 +181,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="bench: also nginx and HAProxy, for bench/compare.py")
     sub.add_parser("down", help="stop and remove everything up started")
     sub.add_parser("status", help="the hosts and their state (exit 3 if not all up)")
+    st = sub.add_parser("stop", help="shut host N down, keeping its disk (a failure by hand)")
+    st.add_argument("n", type=int)
+    st.add_argument("--power-cut", action="store_true",
+                    help="pull the plug instead: no shutdown, and no answer on the network")
+    sub.add_parser("start", help="boot host N again after stop").add_argument("n", type=int)
     s = sub.add_parser("ssh", help="ssh into host N")
     s.add_argument("n", type=int)
     s.add_argument("cmd", nargs=argparse.REMAINDER)
@@ -158,6 +197,10 @@ def main(argv: list[str] | None = None) -> int:
             down()
         elif args.command == "status":
             return status()
+        elif args.command == "stop":
+            stop_host(args.n, args.power_cut)
+        elif args.command == "start":
+            start_host(args.n)
         elif args.command == "ssh":
             return ssh(args.n, args.cmd)
     except (LabError, ValueError) as exc:

@@ -65,7 +65,8 @@ def test_cache_key_follows_the_package_list(monkeypatch: pytest.MonkeyPatch) -> 
     assert image.cache_key() != before
 
 
-@pytest.mark.parametrize("command", [["up"], ["down"], ["status"], ["ssh", "1"]])
+@pytest.mark.parametrize("command", [["up"], ["down"], ["status"], ["ssh", "1"], ["stop", "1"],
+                                     ["start", "1"]])
 def test_only_root_may_run_the_lab(command: list[str], monkeypatch: pytest.MonkeyPatch,
                                    capsys: pytest.CaptureFixture[str]) -> None:
     from cloudlab import cli

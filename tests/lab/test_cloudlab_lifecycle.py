@@ -55,6 +55,20 @@ def test_a_powered_off_host_is_seen_and_brought_back() -> None:
     assert lab("status").returncode == 0
 
 
+def test_stop_and_start_a_host_by_hand_keep_its_disk() -> None:
+    victim = HostPlan(len(existing_hosts()))
+    hosts.ssh(victim, "echo kept > /root/mark")
+    for how in (["--power-cut"], []):
+        r = lab("stop", str(victim.n), *how)
+        assert r.returncode == 0 and hosts.pid_of(victim) is None, r.stdout + r.stderr
+        assert lab("status").returncode == 3
+        r = lab("start", str(victim.n))
+        assert r.returncode == 0 and lab("status").returncode == 0, r.stdout + r.stderr
+        assert hosts.ssh(victim, "cat /root/mark").stdout.strip() == "kept"
+    r = lab("stop", "99")
+    assert r.returncode == 2 and "no h99" in r.stderr
+
+
 def test_down_after_a_crash_cleans_everything_and_up_works_again() -> None:
     again = up_args()
     crashed = HostPlan(1)
