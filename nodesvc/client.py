@@ -317,11 +317,15 @@ def format_status(peers: dict[int, Peer], infos: dict[int, dict[str, object] | s
 
 
 async def _status_cmd(cluster: Cluster, args: argparse.Namespace) -> int:
+    """0: every node answers and all name the same leader; 1: a node does not answer, or the
+    nodes do not agree (Leader: NOT AGREED, e.g. a split brain where /healthz stays 200)."""
     infos = await cluster.status_all()
     await cluster.close()
     print(format_status(cluster.peers, infos))
     up = [i for i in infos.values() if isinstance(i, dict)]
-    return 0 if len(up) == len(infos) else 1
+    leaders = {i.get("leader") for i in up}
+    agreed = len(leaders) == 1 and None not in leaders
+    return 0 if len(up) == len(infos) and agreed else 1
 
 
 if __name__ == "__main__":

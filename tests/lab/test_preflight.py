@@ -1,0 +1,101 @@
+"""deploy.yml's checks on the hosts before any change: clocks in sync, the state directory not
+moved under a running node. Needs a running lab (`python -m cloudlab up`) on which deploy.yml
+has run (tests/lab/test_deploy.py, earlier in the run)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from cloudlab import hosts
+from cloudlab.plan import HostPlan
+from tests.lab.test_deploy import INVENTORY, playbook, put_image, recap
+
+NODES = [HostPlan(n) for n in (1, 2, 3)]
+
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.skipif(not INVENTORY.exists(), reason="the lab is down (python -m cloudlab up)"),
+]
+
+
+def clock_message(out: str) -> str:
+    found = re.search(r"Action failed: (clocks: .*)", out)
+    assert found, out[-3000:]
+    return found.group(1)
+
+
+def test_a_host_whose_clock_is_off_is_refused_before_any_change() -> None:
+    """The lab's hosts share the machine's clock, so the offsets are injected into the hosts'
+    readings: h2 two minutes ahead and h3 90 s behind are named with their offsets; h1, 3 s
+    ahead, is within the default 5 s and is not named."""
+    skew = '{"cloud_p2p_preflight_clock_test_skew": {"h1": 3, "h2": 120, "h3": -90}}'
+    rc, out, _ = playbook("playbooks/deploy.yml", "-e", skew)
+    assert rc != 0
+    msg = clock_message(out)
+    assert msg.startswith("clocks: h2 +120 s, h3 -90 s (host minus control machine"), msg
+    assert "h1" not in msg.split("(")[0]
+    assert "chrony" in msg and "systemd-timesyncd" in msg
+    rows = recap(out)
+    assert {h for h in rows if h.startswith("h")} == {"h1", "h2", "h3"}
+    assert all(r["changed"] == 0 for r in rows.values()), rows
+    assert "cloud_p2p_wheelhouse" not in out and "PLAY [Install the client" not in out
+
+
+def test_the_allowance_is_a_setting() -> None:
+    """With an allowance of 0 s even h1's 3 s are refused; with 200 s none of the offsets is,
+    and the deploy goes on past the check (under --check, so that nothing changes)."""
+    skew = '"cloud_p2p_preflight_clock_test_skew": {"h1": 3, "h2": 120, "h3": -90}'
+    rc, out, _ = playbook("playbooks/deploy.yml", "-e",
+                          '{' + skew + ', "cloud_p2p_preflight_max_clock_offset_s": 0}')
+    assert rc != 0
+    assert clock_message(out).startswith("clocks: h1 +3 s, h2 +120 s, h3 -90 s ("), out[-3000:]
+    rc, out, _ = playbook("playbooks/deploy.yml", "--check", "-e",
+                          '{' + skew + ', "cloud_p2p_preflight_max_clock_offset_s": 200}')
+    assert rc == 0 and "clocks:" not in out, out[-3000:]
+
+
+def on_each(command: str) -> list[str]:
+    out = []
+    for h in NODES:
+        r = hosts.ssh(h, command, timeout=30)
+        assert r.returncode == 0, (h.name, command, r.stderr)
+        out.append(r.stdout.strip())
+    return out
+
+
+def test_a_new_state_dir_is_refused_while_the_nodes_run_on_the_old_one() -> None:
+    """It used to fail half-way at "Create the service user" (usermod: user cloud-p2p is
+    currently used by process N). Now nothing changes, the nodes keep running, and the
+    message says how to move the images; doing what it says works (the unit lets the node
+    write there), and so does moving back."""
+    from nodesvc.stress import make_png_parts, tagged_png
+
+    parts = make_png_parts(2000)
+    for i in range(6):
+        assert put_image(1 + i % 3, f"state-dir-{i}.png", tagged_png(parts, str(i))) in (200, 201)
+    counts = on_each("ls /var/lib/cloud-p2p/shared_images | wc -l")
+    assert sum(map(int, counts)) >= 6
+    rc, out, _ = playbook("playbooks/deploy.yml", "-e", "cloud_p2p_state_dir=/srv/other")
+    assert rc != 0
+    assert ("cloud_p2p_state_dir is /srv/other, but h1, h2, h3 keep their state and images in "
+            "/var/lib/cloud-p2p") in out, out[-3000:]
+    assert "systemctl stop cloud-p2p; mv -T /var/lib/cloud-p2p /srv/other" in out
+    assert "usermod" not in out and "PLAY [Install the client" not in out
+    rows = recap(out)
+    assert all(r["changed"] == 0 for r in rows.values()), rows
+    assert on_each("systemctl is-active cloud-p2p") == ["active"] * 3
+    assert on_each("test -e /srv/other && echo there || echo absent") == ["absent"] * 3
+    assert on_each("getent passwd cloud-p2p | cut -d: -f6") == ["/var/lib/cloud-p2p"] * 3
+
+    # What the message says: stop, move, deploy (and back again, for the tests after this one).
+    moves = [("/var/lib/cloud-p2p", "/srv/other", ["-e", "cloud_p2p_state_dir=/srv/other"]),
+             ("/srv/other", "/var/lib/cloud-p2p", [])]
+    for old, new, extra in moves:
+        on_each(f"systemctl stop cloud-p2p && mv -T {old} {new}")
+        rc, out, _ = playbook("playbooks/deploy.yml", *extra)
+        assert rc == 0, out[-3000:]
+        assert "cluster ready: leader is node 3 on every node" in out
+        assert on_each(f"ls {new}/shared_images | wc -l") == counts
+        assert on_each("getent passwd cloud-p2p | cut -d: -f6") == [new] * 3
