@@ -42,6 +42,17 @@ def audit(cluster: LocalCluster, results: list[Record]) -> None:
         assert holders[0][1] == sha
 
 
+def wait_all_alive(cluster: LocalCluster, node: int, timeout: float = 10.0) -> None:
+    """Until `node` sees every other node alive (and places uploads on them)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        peers = (cluster.status(node) or {}).get("peers", [])
+        if peers and all(p["alive"] for p in peers):  # type: ignore[union-attr]
+            return
+        assert time.monotonic() < deadline, f"node {node} sees {peers}"
+        time.sleep(0.05)
+
+
 def restart_and_audit(cluster: LocalCluster, node: int, records: list[Record]) -> None:
     """Bring a killed node back (as systemd would) and audit once the leader has reconciled
     any copy the node wrote but never confirmed before it died."""
@@ -299,6 +310,7 @@ def test_a_node_back_while_a_new_leader_learns_the_index_is_asked_too(make_clust
     c = make_cluster(leader_timeout_ms=4000)  # node 2's silence holds the index up 4 s
     c.start_all()
     c.wait_leader(3)
+    wait_all_alive(c, 3)  # (else the first upload may not go to node 1)
     for name in ("first.png", "second.png"):  # least load, ties to the lowest id: 1, then 2
         code, body = c.request(3, "PUT", f"/images/{name}",
                                tagged_png(make_png_parts(2000), name))
@@ -344,6 +356,7 @@ def test_a_new_leader_knows_the_names_held_by_the_leader_that_died(make_cluster)
     c = make_cluster()
     c.start_all()
     c.wait_leader(3)
+    wait_all_alive(c, 3)
     held: dict[int, str] = {}
     for name in ("one.png", "two.png", "three.png"):  # least load, ties to the lowest id
         code, body = c.request(3, "PUT", f"/images/{name}", tagged_png(make_png_parts(2000),
@@ -372,6 +385,7 @@ def test_a_restarted_leader_learns_a_down_nodes_names_from_the_others_copies(mak
     c = make_cluster()
     c.start_all()
     c.wait_leader(3)
+    wait_all_alive(c, 3)
     code, body = c.request(3, "PUT", "/images/on-one.png", tagged_png(make_png_parts(2000),
                                                                        "1"))
     assert code == 201 and orjson.loads(body)["node"] == 1, body  # ties go to the lowest id
