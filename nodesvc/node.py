@@ -66,6 +66,9 @@ UPLOAD_DEADLINE = 8.0                # how long a node tries to find a leader fo
 # concurrent 64 KiB and 1 MiB uploads, streaming them cost 10-15% more CPU per upload
 # (chunked framing, one write per piece) for no gain in throughput.
 STREAM_ABOVE = 1 << 20
+# A leader's 503s that a follower passing an upload on waits out (another 503, "holder
+# unreachable" say, is the answer: asking again for 8 s would not change it).
+LEADER_CHANGING = frozenset({"not leader", "not ready", "no leader"})
 REFUSAL_LOG_EVERY = 60.0  # seconds between two log lines about one kind of refused message
 TICK_AT_LEAST = 1.0  # seconds between ticks at most, whatever the election's timers say
 CONTENT_TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg",
@@ -739,7 +742,8 @@ class Node:
                     return error(503, "leader unreachable", str(exc),
                                  headers=[("retry-after", "1")])
                 continue
-            if resp.status == 503 and time.monotonic() < deadline:
+            if resp.status == 503 and time.monotonic() < deadline \
+                    and _error_of(resp) in LEADER_CHANGING:
                 await asyncio.sleep(0.05)  # the leader is changing; ask again
                 continue
             self.metrics.forwarded.inc()
@@ -1072,6 +1076,14 @@ class _Held:
 
     async def __aexit__(self, *exc: object) -> None:
         self._locks._release(self._key)
+
+
+def _error_of(resp: Response) -> str:
+    try:
+        data = orjson.loads(resp.body)
+    except orjson.JSONDecodeError:
+        return ""
+    return str(data.get("error", "")) if isinstance(data, dict) else ""
 
 
 def _say_lost(me: int, pid: int, lost: list[str]) -> None:

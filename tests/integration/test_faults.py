@@ -42,6 +42,14 @@ def audit(cluster: LocalCluster, results: list[Record]) -> None:
         assert holders[0][1] == sha
 
 
+def leader_errors(cluster: LocalCluster, node: int) -> float:
+    """The uploads `node` answered with an error (cloudp2p_uploads_total{result="error"})."""
+    _, text = cluster.request(node, "GET", "/metrics")
+    line = next(x for x in text.decode().splitlines()
+                if x.startswith('cloudp2p_uploads_total{result="error"}'))
+    return float(line.split()[-1])
+
+
 def wait_all_alive(cluster: LocalCluster, node: int, timeout: float = 10.0) -> None:
     """Until `node` sees every other node alive (and places uploads on them)."""
     deadline = time.monotonic() + timeout
@@ -369,6 +377,12 @@ def test_a_new_leader_knows_the_names_held_by_the_leader_that_died(make_cluster)
     assert c.wait_leader(2, nodes=[1, 2]) == 2
     code, body = c.request(2, "PUT", f"/images/{held[3]}", b"\x89PNG other bytes")
     assert code == 503 and b"holder unreachable" in body, body
+    errors = leader_errors(c, 2)
+    code, body = c.request(1, "PUT", f"/images/{held[3]}", b"\x89PNG other bytes")
+    assert code == 503 and b"holder unreachable" in body, body
+    # Passed on by node 1 once: that 503 is the answer, not a leader changing (node 1 used
+    # to ask again for 8 s, every 50 ms).
+    assert leader_errors(c, 2) == errors + 1
     code, body = c.request(1, "PUT", "/images/new.png", tagged_png(make_png_parts(2000), "n"))
     assert code == 201, body  # the rest goes on
     c.start(3)
