@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import hmac
 import logging
-import re
 import signal
 import time
 from collections.abc import Iterable, Iterator
@@ -316,14 +315,21 @@ class Node:
             return
         self._fetching_index = True
         try:
-            resp = await self._peer_request(leader, "GET", "/peer/index", timeout=30.0)
-            if resp.status == 200 and self.election.leader == leader \
-                    and self.election.role is Role.FOLLOWER:
-                self.replica.load(self.index, orjson.loads(resp.body), self._node_ids())
-        except (PeerUnreachable, orjson.JSONDecodeError):
-            pass  # the next heartbeat asks again
+            snapshot = await self._get_index(leader)
         finally:
             self._fetching_index = False
+        if snapshot is not None and self.election.leader == leader \
+                and self.election.role is Role.FOLLOWER:
+            self.replica.load(self.index, snapshot, self._node_ids())
+        # (none: the next heartbeat asks again)
+
+    async def _get_index(self, pid: int) -> object:
+        """A node's GET /peer/index answer, decoded (None if it gave none)."""
+        try:
+            resp = await self._peer_request(pid, "GET", "/peer/index", timeout=30.0)
+            return orjson.loads(resp.body) if resp.status == 200 else None
+        except (PeerUnreachable, orjson.JSONDecodeError):
+            return None
 
     def _after_election_event(self) -> None:
         """React to a change of leader or of the set of live peers."""
@@ -366,16 +372,6 @@ class Node:
         names = orjson.loads(resp.body).get("names", [])
         return [n for n in names if isinstance(n, str)]
 
-    async def _fetch_copy(self, pid: int) -> dict[str, int]:
-        """A node's copy of the index (empty if it cannot give one)."""
-        try:
-            resp = await self._peer_request(pid, "GET", "/peer/index", timeout=30.0)
-            if resp.status == 200:
-                return parse_snapshot(orjson.loads(resp.body), self._node_ids()) or {}
-        except (PeerUnreachable, orjson.JSONDecodeError):
-            pass
-        return {}
-
     async def _sync_index(self) -> None:
         """A new leader learns which node holds which name before placing anything."""
         generation = self._leadership
@@ -391,25 +387,22 @@ class Node:
         results = [fetched[ask.index(p)] if p in ask else None for p in self.election.peer_ids]
         if self._leadership != generation or self.election.role is not Role.LEADER:
             return  # lost (or lost and regained) leadership meanwhile: that sync is stale
-        unasked = {p for p, names in zip(self.election.peer_ids, results, strict=True)
-                   if names is None}
-        if unasked:  # where their names are: another node's copy of the index says
-            for pid in sorted(set(self.election.peer_ids) - unasked):
-                copy = await self._fetch_copy(pid)
-                for name, holder in copy.items():
-                    if holder in unasked:
-                        seed.setdefault(name, holder)
-                if copy:
-                    break  # (one is enough: they are copies of one index)
-            if self._leadership != generation or self.election.role is not Role.LEADER:
-                return
-            for name, holder in seed.items():
-                if holder in unasked:
-                    self.index.setdefault(name, holder)
-        previous = self.index  # ... and placements made while we were asking
-        self.index = {n: self.id for n in self._local_names()}
         asked = {self.id} | {p for p, names in zip(self.election.peer_ids, results,
                                                    strict=True) if names is not None}
+        if set(self.election.peer_ids) - asked:
+            # Where the names of a node not asked are, another node's copy says (one copy is
+            # enough: they are copies of one index).
+            for pid in sorted(asked - {self.id}):
+                copy = parse_snapshot(await self._get_index(pid), self._node_ids()) or {}
+                for name, holder in copy.items():
+                    if holder not in asked:
+                        seed.setdefault(name, holder)
+                if copy:
+                    break
+        if self._leadership != generation or self.election.role is not Role.LEADER:
+            return
+        previous = self.index  # ... and placements made while we were asking
+        self.index = {n: self.id for n in self._local_names()}
         reported = {self.id: len(self.store) + self._inflight()}
         duplicates: dict[str, set[int]] = {}
         for pid, names in zip(self.election.peer_ids, results, strict=True):
@@ -427,6 +420,9 @@ class Node:
                 missing.setdefault(holder, []).append(name)  # asked, and it has it no more
             else:
                 self.index[name] = holder
+        for name, holder in seed.items():
+            if holder not in asked:  # a node that could not be asked: it still holds these
+                self.index.setdefault(name, holder)
         for pid in set(reported) - asked:  # not asked: what the seed says it holds
             reported[pid] = max(reported[pid], sum(h == pid for h in self.index.values()))
         for pid, names in sorted(missing.items()):
@@ -612,7 +608,7 @@ class Node:
                                       req.body_sha256, head_only_ok=_is_image_put(req))
             if reason is not None:
                 self.metrics.refused_why["peer"].inc()
-                self._log_refusal(f"{req.method} {req.path[:80]}: {reason}")
+                self._log_refusal(f"{req.method} {req.path[:80]}", reason)
                 return error(401, "unauthorized", reason)
         elif self._client_token is not None and req.path.startswith("/images") \
                 and req.method in ("PUT", "POST"):
@@ -623,12 +619,10 @@ class Node:
                              headers=[("www-authenticate", "Bearer")])
         return None
 
-    def _log_refusal(self, text: str) -> None:
-        """Once a minute per kind: a peer with a wrong secret or a clock out of sync sends
+    def _log_refusal(self, request: str, reason: str) -> None:
+        """Once a minute per reason: a peer with a wrong secret or a clock out of sync sends
         several messages a second, and the line would drown the log."""
-        kind = text.split(":", 1)[-1].split("(", 1)[0].strip()
-        node = re.search(r"node \d+", text.split(":", 1)[-1])
-        kind += f" {node.group()}" if node else ""  # (a clock: each node's own)
+        kind = reason.partition(" reads ")[0]  # (a clock: each node's, whatever its offset)
         now = time.monotonic()
         said, skipped = self._refusals_said.get(kind, (None, 0))
         if said is not None and now - said < REFUSAL_LOG_EVERY:
@@ -636,7 +630,7 @@ class Node:
             return
         self._refusals_said[kind] = (now, 0)
         more = f" ({skipped} more like it in the last minute)" if skipped else ""
-        log.warning("[Node %d] refused %s%s", self.id, text, more)
+        log.warning("[Node %d] refused %s: %s%s", self.id, request, reason, more)
 
     def _streams_body(self, req: Request) -> bool:
         """The leader passes a client's large upload (or one of unknown length) on to its
