@@ -40,6 +40,7 @@ from nodesvc.http import (
     error,
     json_response,
 )
+from nodesvc.indexcopy import Batch, IndexCopy, IndexFile
 from nodesvc.metrics import Metrics
 from nodesvc.placement import Placement
 from nodesvc.replica import ChangeLog, Replica, parse_snapshot
@@ -151,6 +152,10 @@ class Node:
         self.index_ready = asyncio.Event()       # leader only: index synced after election
         self.changes = ChangeLog()               # leader: the index's changes, for followers
         self.replica = Replica()                 # follower: how far it follows them
+        self.index_file = IndexFile(settings.shared_dir)  # the index kept on disk
+        self.index_copy = IndexCopy()            # ... and what to write there next
+        self._saving_index = False
+        self._said_index_unsaved = False
         self._fetching_index = False             # follower: a snapshot is being fetched
         self.leader_known = asyncio.Event()
         self.place_locks = KeyedLocks()          # leader: one placement per name at a time
@@ -179,6 +184,10 @@ class Node:
         removed = await loop.run_in_executor(self.executor, self.store.open)
         for name in removed:
             log.info("[Node %d] removed leftover temporary file %s", self.id, name)
+        self.index, problem = await loop.run_in_executor(
+            self.executor, self.index_file.load, self._node_ids())
+        if problem is not None:
+            log.warning("[Node %d] index kept on disk: %s", self.id, problem)
         s = self.settings
         fd_warning = fdlimit.ensure(s.config.max_connections)
         if fd_warning is not None:
@@ -210,6 +219,11 @@ class Node:
         while self._requests_in_flight and time.monotonic() < deadline:
             await asyncio.sleep(0.05)  # let acknowledged work finish
         await self.client.close()
+        while self._saving_index:
+            await asyncio.sleep(0.01)
+        self._save_index()  # what changed since the last tick
+        while self._saving_index:
+            await asyncio.sleep(0.01)
         self.executor.shutdown(wait=True)
         self.committer.close()
 
@@ -231,6 +245,7 @@ class Node:
                 for pid, view in self.election.peers.items():
                     if view.alive:
                         self.placement.observe(pid, view.stored + view.inflight)
+            self._save_index()
             if now - self._last_status > 2:
                 self._last_status = now
                 self.notifier.notify(STATUS=self.status_line())
@@ -302,9 +317,48 @@ class Node:
         if reply is not None:
             _, actions = self.election.receive(reply, time.monotonic())
             self._apply(actions)
-            if following and "index" in data and to == self.election.leader \
-                    and self.replica.apply(self.index, data["index"], self._node_ids()):
-                self._spawn(self._fetch_index(to))
+            if following and "index" in data and to == self.election.leader:
+                self._follow(to, data["index"])
+
+    def _follow(self, leader: int, update: object) -> None:
+        """Apply the index changes an ACK of our leader carried (replica.py)."""
+        before = self.replica.next
+        if self.replica.apply(self.index, update, self._node_ids()):
+            self._spawn(self._fetch_index(leader))
+        elif self.replica.next != before:  # applied: its changes were all valid
+            for name, holder in update["changes"]:  # type: ignore[index]
+                self.index_copy.changed(name, holder)
+
+    def _record(self, name: str, holder: int | None) -> None:
+        """The leader's index changed: for its followers (ChangeLog) and its disk."""
+        self.changes.record(name, holder)
+        self.index_copy.changed(name, holder)
+
+    def _save_index(self) -> None:
+        """Write what changed in the index since the last call (at every tick), unless the
+        last write is still under way."""
+        if self._saving_index or not self.index_copy.pending:
+            return
+        batch = self.index_copy.take(self.index)
+        if batch is not None:
+            self._saving_index = True
+            self._spawn(self._write_index(batch))
+
+    async def _write_index(self, batch: Batch) -> None:
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                self.executor, self.index_file.write, batch)
+            if self._said_index_unsaved:
+                self._said_index_unsaved = False
+                log.info("[Node %d] the index is kept on disk again", self.id)
+        except OSError as exc:
+            self.index_copy.failed()  # (the next tick tries again, whole)
+            if not self._said_index_unsaved:
+                self._said_index_unsaved = True
+                log.warning("[Node %d] cannot keep the index on disk (%s): a restart starts "
+                            "from what the other nodes know", self.id, exc)
+        finally:
+            self._saving_index = False
 
     def _node_ids(self) -> set[int]:
         return {self.id, *self.election.peer_ids}
@@ -319,8 +373,9 @@ class Node:
         finally:
             self._fetching_index = False
         if snapshot is not None and self.election.leader == leader \
-                and self.election.role is Role.FOLLOWER:
-            self.replica.load(self.index, snapshot, self._node_ids())
+                and self.election.role is Role.FOLLOWER \
+                and self.replica.load(self.index, snapshot, self._node_ids()):
+            self.index_copy.replaced()
         # (none: the next heartbeat asks again)
 
     async def _get_index(self, pid: int) -> object:
@@ -429,6 +484,7 @@ class Node:
             _say_lost(self.id, pid, sorted(names))
         self.placement.seed(reported)
         self.changes.restart()  # followers fetch this index whole, then follow its changes
+        self.index_copy.replaced()
         self.index_ready.set()
         for pid, names in zip(self.election.peer_ids, results, strict=True):
             if names is None and self.election.peers[pid].alive:
@@ -468,7 +524,7 @@ class Node:
             return
         for name in lost:
             del self.index[name]
-            self.changes.record(name, None)
+            self._record(name, None)
         self.placement.lost(pid, len(lost))
         _say_lost(self.id, pid, lost)
 
@@ -481,7 +537,7 @@ class Node:
             if holder != pid:
                 duplicates[name] = {holder, pid}
             elif self.index_ready.is_set():
-                self.changes.record(name, pid)  # (before: the whole index is sent anyway)
+                self._record(name, pid)  # (before: the whole index is sent anyway)
         return duplicates
 
     async def _resolve_duplicates(self, names: dict[str, set[int]]) -> None:
@@ -514,7 +570,7 @@ class Node:
                     log.info("[Node %d] removed duplicate of %s from node %d (kept node %d)",
                              self.id, name, pid, keep)
             self.index[name] = keep
-            self.changes.record(name, keep)
+            self._record(name, keep)
 
     async def _meta(self, pid: int, name: str) -> tuple[str, int] | None:
         if pid == self.id:
@@ -799,7 +855,7 @@ class Node:
                     continue
                 if resp.status in (200, 201):
                     self.index[name] = target
-                    self.changes.record(name, target)
+                    self._record(name, target)
                 if resp.status == 201:
                     self.placement.confirm(target)
                     self.metrics.placed(target)

@@ -89,7 +89,7 @@ class Replica:
         end = update.get("next")
         if not isinstance(changes, list) or end != self.next + len(changes):
             return False
-        parsed = [_change(c, nodes) for c in changes]
+        parsed = [parse_change(c, nodes) for c in changes]
         if any(c is None for c in parsed):
             return False
         for name, holder in parsed:  # type: ignore[misc]
@@ -119,14 +119,14 @@ def parse_snapshot(snapshot: object, nodes: set[int]) -> dict[str, int] | None:
         return None
     fresh: dict[str, int] = {}
     for name, holder in snapshot["index"].items():
-        change = _change([name, holder], nodes)
+        change = parse_change([name, holder], nodes)
         if change is None or change[1] is None:
             return None
         fresh[name] = change[1]
     return fresh
 
 
-def _change(item: object, nodes: set[int]) -> Change | None:
+def parse_change(item: object, nodes: set[int]) -> Change | None:
     if not isinstance(item, list | tuple) or len(item) != 2:
         return None
     name, holder = item
