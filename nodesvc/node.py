@@ -71,6 +71,7 @@ STREAM_ABOVE = 1 << 20
 LEADER_CHANGING = frozenset({"not leader", "not ready", "no leader"})
 REFUSAL_LOG_EVERY = 60.0  # seconds between two log lines about one kind of refused message
 TICK_AT_LEAST = 1.0  # seconds between ticks at most, whatever the election's timers say
+INDEX_SAVE_EVERY = 1.0  # seconds between two writes of the index's changes to disk, at least
 CONTENT_TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg",
                  "gif": "image/gif", "webp": "image/webp", "bmp": "image/bmp",
                  "tif": "image/tiff", "tiff": "image/tiff"}
@@ -155,6 +156,7 @@ class Node:
         self.index_file = IndexFile(settings.shared_dir)  # the index kept on disk
         self.index_copy = IndexCopy()            # ... and what to write there next
         self._saving_index = False
+        self._index_saved_at = 0.0
         self._said_index_unsaved = False
         self._fetching_index = False             # follower: a snapshot is being fetched
         self.leader_known = asyncio.Event()
@@ -245,7 +247,7 @@ class Node:
                 for pid, view in self.election.peers.items():
                     if view.alive:
                         self.placement.observe(pid, view.stored + view.inflight)
-            self._save_index()
+            self._save_index(now)
             if now - self._last_status > 2:
                 self._last_status = now
                 self.notifier.notify(STATUS=self.status_line())
@@ -334,11 +336,15 @@ class Node:
         self.changes.record(name, holder)
         self.index_copy.changed(name, holder)
 
-    def _save_index(self) -> None:
-        """Write what changed in the index since the last call (at every tick), unless the
-        last write is still under way."""
+    def _save_index(self, now: float | None = None) -> None:
+        """Write what changed in the index since the last write (from the tick, at most every
+        INDEX_SAVE_EVERY seconds; with no `now`, at once), unless a write is under way."""
         if self._saving_index or not self.index_copy.pending:
             return
+        if now is not None:
+            if now - self._index_saved_at < INDEX_SAVE_EVERY:
+                return
+            self._index_saved_at = now
         batch = self.index_copy.take(self.index)
         if batch is not None:
             self._saving_index = True
