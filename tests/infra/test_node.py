@@ -6,6 +6,8 @@ import hashlib
 
 from conftest import CONFIG
 
+from nodesvc.indexcopy import DIRECTORY, FILENAME, IndexFile
+
 
 def test_service_is_active_and_enabled(host) -> None:  # type: ignore[no-untyped-def]
     svc = host.service("cloud-p2p")
@@ -71,6 +73,22 @@ def test_stored_files_match_the_last_stress_report(host, node_id, report, shared
     actual = {line.split()[1]: line.split()[0] for line in sums.splitlines()}
     assert actual == expected
     assert all(len(h) == len(hashlib.sha256().hexdigest()) for h in actual.values())
+
+
+def test_every_node_keeps_the_whole_index_on_disk(host, shared_dir, service_user, report,  # type: ignore[no-untyped-def]
+                                                 cluster_config, tmp_path) -> None:
+    """Each node's index (nodesvc/indexcopy.py) names the node of every upload of the last
+    stress run, its own and the others': what a leader starts from after a restart."""
+    f = host.file(f"{shared_dir}/{DIRECTORY}/{FILENAME}")
+    assert f.exists and f.user == service_user and f.mode == 0o640
+    copy = IndexFile(tmp_path)  # the product's own reader, on the host's bytes
+    copy.directory.mkdir()
+    copy.path.write_bytes(f.content)
+    nodes = {p["id"] for p in cluster_config["peers"]}
+    index, problem = copy.load(nodes)
+    assert problem is None
+    expected = {u["name"]: u["node"] for u in report["uploads"] if u["node"] in nodes}
+    assert expected and {name: index.get(name) for name in expected} == expected
 
 
 def test_cluster_secret_is_readable_only_by_the_service(host, service_user) -> None:  # type: ignore[no-untyped-def]
