@@ -61,6 +61,22 @@ def wait_all_alive(cluster: LocalCluster, node: int, timeout: float = 10.0) -> N
         time.sleep(0.05)
 
 
+def one_image_on_each_node(c: LocalCluster) -> dict[int, str]:
+    """Start the three nodes and upload one image for each (least load, ties to the lowest
+    id): node id -> the name it holds."""
+    c.start_all()
+    c.wait_leader(3)
+    wait_all_alive(c, 3)
+    held: dict[int, str] = {}
+    for name in ("one.png", "two.png", "three.png"):
+        code, body = c.request(3, "PUT", f"/images/{name}", tagged_png(make_png_parts(2000),
+                                                                        name))
+        assert code == 201, body
+        held[orjson.loads(body)["node"]] = name
+    assert sorted(held) == [1, 2, 3], held
+    return held
+
+
 def restart_and_audit(cluster: LocalCluster, node: int, records: list[Record]) -> None:
     """Bring a killed node back (as systemd would) and audit once the leader has reconciled
     any copy the node wrote but never confirmed before it died."""
@@ -362,16 +378,7 @@ def test_a_new_leader_knows_the_names_held_by_the_leader_that_died(make_cluster)
     be asked), not a 201 that would leave two contents under one name once it is back.
     Found by a durability audit on the lab (leader kill, rolling re-deploy)."""
     c = make_cluster()
-    c.start_all()
-    c.wait_leader(3)
-    wait_all_alive(c, 3)
-    held: dict[int, str] = {}
-    for name in ("one.png", "two.png", "three.png"):  # least load, ties to the lowest id
-        code, body = c.request(3, "PUT", f"/images/{name}", tagged_png(make_png_parts(2000),
-                                                                        name))
-        assert code == 201, body
-        held[orjson.loads(body)["node"]] = name
-    assert 3 in held, held
+    held = one_image_on_each_node(c)
     time.sleep(1.0)  # a few heartbeats: the followers' copies follow the leader's index
     c.kill(3)
     assert c.wait_leader(2, nodes=[1, 2]) == 2
@@ -427,16 +434,7 @@ def test_a_leader_back_alone_after_a_power_cut_knows_the_names_of_the_nodes_stil
     disk it took other bytes under the names nodes 1 and 2 hold with 201 (two contents, one
     name, once they were back). Each node now loads its index at start."""
     c = make_cluster()
-    c.start_all()
-    c.wait_leader(3)
-    wait_all_alive(c, 3)
-    held: dict[int, str] = {}
-    for name in ("one.png", "two.png", "three.png"):  # least load, ties to the lowest id
-        code, body = c.request(3, "PUT", f"/images/{name}", tagged_png(make_png_parts(2000),
-                                                                        name))
-        assert code == 201, body
-        held[orjson.loads(body)["node"]] = name
-    assert sorted(held) == [1, 2, 3], held
+    held = one_image_on_each_node(c)
     time.sleep(2.5)  # the index's changes are written about once a second
     for node in (1, 2, 3):
         c.kill(node, signal.SIGKILL)  # (it waits for the process to end)

@@ -42,7 +42,8 @@ print(json.dumps({{
     "software": os.path.exists("/opt/cloud-p2p"),
     "config": os.path.exists("/etc/cloud-p2p"),
     "state": os.path.exists("/var/lib/cloud-p2p"),
-    "images": sorted(os.listdir("{IMAGES}")) if os.path.isdir("{IMAGES}") else None,
+    "images": sorted(e.name for e in os.scandir("{IMAGES}") if e.is_file())
+              if os.path.isdir("{IMAGES}") else None,
     "user": exists(pwd.getpwnam, "cloud-p2p") or exists(grp.getgrnam, "cloud-p2p"),
     "ufw": run("ufw", "status"),
 }}))
