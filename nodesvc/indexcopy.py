@@ -34,6 +34,7 @@ from pathlib import Path
 import orjson
 
 from nodesvc.replica import Change, parse_change
+from nodesvc.storage import fsync_directory
 
 DIRECTORY = ".cloud-p2p"  # inside shared_dir: never an image name (names start alnum)
 FILENAME = "index"
@@ -141,11 +142,7 @@ class IndexFile:
             tmp = self.path.with_name(f"{FILENAME}.new")
             _write(tmp, "wb", orjson.dumps({"index": batch.index}) + b"\n")
             os.replace(tmp, self.path)
-            fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(fd)  # (the new name: else a crash may bring the old file back)
-            finally:
-                os.close(fd)
+            fsync_directory(self.directory)  # (else a crash may bring the old file back)
             return
         _write(self.path, "ab", b"".join(orjson.dumps(change) + b"\n" for change in batch))
 

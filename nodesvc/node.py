@@ -221,9 +221,9 @@ class Node:
         while self._requests_in_flight and time.monotonic() < deadline:
             await asyncio.sleep(0.05)  # let acknowledged work finish
         await self.client.close()
-        while self._saving_index:
+        while self._saving_index:  # the write under way ...
             await asyncio.sleep(0.01)
-        self._save_index()  # what changed since the last tick
+        self._save_index()  # ... then what changed since the last tick, written before exit
         while self._saving_index:
             await asyncio.sleep(0.01)
         self.executor.shutdown(wait=True)

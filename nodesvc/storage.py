@@ -333,11 +333,16 @@ class Store:
         return Stored(name, digest, size, created=False)
 
     def _fsync_dir(self) -> None:
-        fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_directory(self.directory)
+
+
+def fsync_directory(directory: Path | str) -> None:
+    """Make the names in `directory` durable (a rename or a new file in it)."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _unlink(path: str) -> None:
