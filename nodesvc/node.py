@@ -183,9 +183,14 @@ class Node:
 
     async def run(self, started: asyncio.Event | None = None) -> None:
         loop = self._loop = asyncio.get_running_loop()
-        removed = await loop.run_in_executor(self.executor, self.store.open)
-        for name in removed:
+        found = await loop.run_in_executor(self.executor, self.store.open)
+        for name in found.leftovers:
             log.info("[Node %d] removed leftover temporary file %s", self.id, name)
+        for name in found.torn:
+            log.warning("[Node %d] removed %s: its write was cut off by a crash before it was "
+                        "acknowledged", self.id, name)
+        for name in found.whole:
+            log.info("[Node %d] kept %s: found whole after an unclean stop", self.id, name)
         self.index, problem = await loop.run_in_executor(
             self.executor, self.index_file.load, self._node_ids())
         if problem is not None:
