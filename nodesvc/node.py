@@ -1080,6 +1080,7 @@ class Node:
         return {
             "node_id": self.id, "role": e.role.value, "leader": e.leader, "term": e.term,
             "stored": len(self.store), "version": __version__,
+            "commit": self.store.commit_mode,
             "config_hash": self.settings.config.hash,
             "config_mismatch": e.config_mismatches(),
             "uptime_s": round(time.monotonic() - self.started, 1),

@@ -144,6 +144,8 @@ class Store:
         """Index the files already there and finish what a crash cut short: temporary files
         are removed, marked files checked against their mark (kept if whole, else removed)."""
         self.directory.mkdir(parents=True, exist_ok=True)
+        if self._link_first:
+            self._link_first = self._can_link()
         found = Recovery([], [], [])
         for entry in os.scandir(self.directory):
             if entry.name.startswith(TMP_PREFIX):
@@ -159,6 +161,29 @@ class Store:
                 else:
                     found.torn.append(entry.name)
         return found
+
+    @property
+    def commit_mode(self) -> str:
+        """How a write is made durable here, for /status: "one flush" (marked, linked),
+        "two flushes" (temporary file and rename), or "no flush" (durability none)."""
+        if not self.durable:
+            return "no flush"
+        return "one flush" if self._link_first else "two flushes"
+
+    def _can_link(self) -> bool:
+        """Whether this filesystem has unnamed files and user extended attributes: one of each,
+        tried (the unnamed file vanishes with its descriptor)."""
+        try:
+            fd = os.open(self._dir, os.O_WRONLY | os.O_TMPFILE | os.O_CLOEXEC, 0o644)
+        except OSError:
+            return False
+        try:
+            os.setxattr(fd, PENDING_MARK, b"0 -")
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+        return os.path.exists("/proc/self/fd")
 
     def _check_marked(self, path: str, mark: tuple[int, str]) -> bool:
         """A marked file found at start: whole (keep it, unmarked) or cut off (remove it)."""

@@ -146,6 +146,8 @@ def test_durable_writes_flush_once_when_linked_and_twice_otherwise(
     s._link_first = linked
     s.open()
     s.write("f.png", b"data")
+    assert s.commit_mode == {(True, True): "one flush", (True, False): "two flushes"}.get(
+        (durable, linked), "no flush")
     assert (len(calls), len(flushes)) == (fsyncs, syncfs)
     assert (tmp_path / "f.png").read_bytes() == b"data"
     assert os.listxattr(tmp_path / "f.png") == []  # the mark is off once it is durable
@@ -252,8 +254,9 @@ def test_a_filesystem_without_tmpfiles_takes_the_two_flush_path(
     monkeypatch.setattr(storage.os, "open", no_tmpfile)
     s = Store(tmp_path)
     s.open()
+    assert s.commit_mode == "two flushes"  # found out at open, shown in /status
     assert s.write("f.png", b"data").created
-    assert not s._link_first  # remembered
+    assert not s._link_first
     staged = s.stage("g.png", b"more")
     assert not staged.linked and staged.tmp.startswith(str(tmp_path / storage.TMP_PREFIX))
     s.commit([staged])
