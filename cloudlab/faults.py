@@ -8,7 +8,6 @@ acknowledged upload is on exactly one host with its sha256, and no temporary fil
 from __future__ import annotations
 
 import json
-import shlex
 import statistics
 import time
 import urllib.request
@@ -20,14 +19,8 @@ from cloudlab.cli import node_hosts
 from cloudlab.plan import HostPlan
 from nodesvc.config import Peer
 from nodesvc.loadgen import BackgroundLoad, Record
-from nodesvc.storage import PENDING_MARK
 
 SHARED = "/var/lib/cloud-p2p/shared_images"
-DEPLOYED_PYTHON = "/opt/cloud-p2p/venv/bin/python"
-# Images whose write never finished its commit (nodesvc/storage.py's pending mark), in the
-# current directory: a node clears them at start, so after a settled restart none is left.
-LIST_MARKED = (f"import os; [print('marked', n) for n in os.listdir('.') if os.path.isfile(n) "
-               f"and {PENDING_MARK!r} in os.listxattr(n)]")
 
 
 def peers() -> list[Peer]:
@@ -71,15 +64,11 @@ def audit(records: list[Record], prefix: str) -> list[str]:
     problems = []
     for h in node_hosts():
         out = hosts.ssh(h, f"cd {SHARED} && ls -A | grep '^\\.tmp-' ; "
-                           f"{DEPLOYED_PYTHON} -c {shlex.quote(LIST_MARKED)} ; "
                            f"find . -maxdepth 1 -name '{prefix}-*' -print0 | xargs -0 -r sha256sum",
                         timeout=60)
         for line in out.stdout.splitlines():
             if line.startswith(".tmp-"):
                 problems.append(f"h{h.n}: temporary file left: {line}")
-                continue
-            if line.startswith("marked "):
-                problems.append(f"h{h.n}: still marked pending: {line.removeprefix('marked ')}")
                 continue
             digest, _, name = line.partition("  ")
             where.setdefault(name.removeprefix("./"), []).append((h.n, digest))

@@ -183,14 +183,9 @@ class Node:
 
     async def run(self, started: asyncio.Event | None = None) -> None:
         loop = self._loop = asyncio.get_running_loop()
-        found = await loop.run_in_executor(self.executor, self.store.open)
-        for name in found.leftovers:
+        removed = await loop.run_in_executor(self.executor, self.store.open)
+        for name in removed:
             log.info("[Node %d] removed leftover temporary file %s", self.id, name)
-        for name in found.torn:
-            log.warning("[Node %d] removed %s: its write was cut off by a crash before it was "
-                        "acknowledged", self.id, name)
-        for name in found.whole:
-            log.info("[Node %d] kept %s: found whole after an unclean stop", self.id, name)
         self.index, problem = await loop.run_in_executor(
             self.executor, self.index_file.load, self._node_ids())
         if problem is not None:
@@ -1080,7 +1075,6 @@ class Node:
         return {
             "node_id": self.id, "role": e.role.value, "leader": e.leader, "term": e.term,
             "stored": len(self.store), "version": __version__,
-            "commit": self.store.commit_mode,
             "config_hash": self.settings.config.hash,
             "config_mismatch": e.config_mismatches(),
             "uptime_s": round(time.monotonic() - self.started, 1),

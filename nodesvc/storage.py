@@ -2,22 +2,13 @@
 
 A write has two steps, so that many writes can share the expensive part (group commit; the
 node runs both for a whole batch on its committer thread, see write_batch and groupcommit.py):
-  stage: the bytes go to a new file that carries a "pending" mark (an extended attribute
-         with their size and sha256) and is then linked under its final name: an unnamed
-         file (O_TMPFILE) marked before its first byte, so a name on disk without the mark
-         is always a whole image;
-  commit, for the batch: one `syncfs` makes every staged file, its mark and its name
-         durable together, one flush of the disk's cache for the whole batch; then the marks
-         are taken off (no flush needed: a mark left behind only asks for a check). Only
-         then is any image of the batch acknowledged.
-After a crash, `open` checks each marked file against its mark: whole, it is kept and
-unmarked; cut off (never acknowledged), it is removed. So a crash never leaves a partial
-image under a valid name, and an image costs one flush per batch instead of two.
-
-Where the filesystem has no O_TMPFILE or no user extended attributes, the store falls back to
-the classic two flushes: the bytes go to a temporary file (a name no image can have), one
-`syncfs` (or fsync) makes them durable, each is renamed to its final name (a rename that fails
-instead of overwriting), and the directory is fsynced. A full disk leaves nothing behind and
+  stage: the bytes go to a temporary file, a name no valid image can have;
+  commit, for the batch: the batch's temporary files are made durable (one
+         `syncfs` for the batch, or one fsync for a batch of one), each is renamed to its
+         final name (a rename that fails instead of overwriting), and the directory is
+         fsynced once. Only then is any image of the batch acknowledged.
+So a crash never leaves a partial image under a valid name, and the cost of the two flushes
+is paid once per batch instead of once per image. A full disk removes the temporary file and
 reports DiskFull.
 
 All methods block: the node calls them from threads, never on the event loop.
@@ -39,8 +30,6 @@ from pathlib import Path
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 TMP_PREFIX = ".tmp-"  # never a valid image name: names start with a letter or digit
 TMP_NAME_KEPT = 200   # of an image's name in its temporary file's (the rest: prefix, pid, serial)
-# On a staged file until its batch is durable: b"<size> <sha256 hex>" (see the module's doc).
-PENDING_MARK = "user.cloud-p2p.pending"
 
 # Magic bytes -> extension, for POST /images (a generated name).
 _MAGIC: list[tuple[bytes, str]] = [
@@ -105,16 +94,6 @@ class Staged:
     tmp: str  # a path (a str: this is the hot path, and pathlib costs microseconds a call)
     sha256: str
     size: int
-    linked: bool = False  # already under its final name (`tmp` is that path), marked pending
-
-
-@dataclass
-class Recovery:
-    """What `Store.open` found of writes a crash (or a kill) cut short."""
-
-    leftovers: list[str]  # temporary files of the fallback path, removed
-    torn: list[str]       # marked images whose bytes were not all on disk, removed
-    whole: list[str]      # marked images found whole, kept (their marks taken off)
 
 
 @dataclass(frozen=True)
@@ -136,65 +115,19 @@ class Store:
         self._tmp_serial = itertools.count()
         self._tmp_prefix = os.path.join(self._dir, f"{TMP_PREFIX}{os.getpid()}-")
         self._noreplace = _renameat2 is not None  # until the filesystem says it has none
-        # Stage into marked, linked files (one flush a batch) until the filesystem refuses.
-        self._link_first = durable and _linkat is not None and hasattr(os, "O_TMPFILE")
-        self._linked: set[str] = set()  # names linked by stage, not yet through commit
 
-    def open(self) -> Recovery:
-        """Index the files already there and finish what a crash cut short: temporary files
-        are removed, marked files checked against their mark (kept if whole, else removed)."""
+    def open(self) -> list[str]:
+        """Index the files already there and remove temporary files of a crashed write.
+        Returns the names of the removed leftovers."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        if self._link_first:
-            self._link_first = self._can_link()
-        found = Recovery([], [], [])
+        removed = []
         for entry in os.scandir(self.directory):
             if entry.name.startswith(TMP_PREFIX):
                 os.unlink(entry.path)
-                found.leftovers.append(entry.name)
+                removed.append(entry.name)
             elif entry.is_file(follow_symlinks=False) and valid_name(entry.name):
-                mark = _pending_mark(entry.path)
-                if mark is None:
-                    self._sha[entry.name] = None
-                elif self._check_marked(entry.path, mark):
-                    self._sha[entry.name] = mark[1]
-                    found.whole.append(entry.name)
-                else:
-                    found.torn.append(entry.name)
-        return found
-
-    @property
-    def commit_mode(self) -> str:
-        """How a write is made durable here, for /status: "one flush" (marked, linked),
-        "two flushes" (temporary file and rename), or "no flush" (durability none)."""
-        if not self.durable:
-            return "no flush"
-        return "one flush" if self._link_first else "two flushes"
-
-    def _can_link(self) -> bool:
-        """Whether this filesystem has unnamed files and user extended attributes: one of each,
-        tried (the unnamed file vanishes with its descriptor)."""
-        try:
-            fd = os.open(self._dir, os.O_WRONLY | os.O_TMPFILE | os.O_CLOEXEC, 0o644)
-        except OSError:
-            return False
-        try:
-            os.setxattr(fd, PENDING_MARK, b"0 -")
-        except OSError:
-            return False
-        finally:
-            os.close(fd)
-        return os.path.exists("/proc/self/fd")
-
-    def _check_marked(self, path: str, mark: tuple[int, str]) -> bool:
-        """A marked file found at start: whole (keep it, unmarked) or cut off (remove it)."""
-        size, digest = mark
-        with open(path, "rb") as f:
-            data = f.read()
-        if len(data) == size and sha256_hex(data) == digest:
-            _unmark(path)
-            return True
-        os.unlink(path)
-        return False
+                self._sha[entry.name] = None
+        return removed
 
     def __contains__(self, name: str) -> bool:
         return name in self._sha
@@ -271,10 +204,9 @@ class Store:
         return [r for r in results if r is not None]
 
     def stage(self, name: str, data: bytes, digest: str | None = None) -> Staged | Stored:
-        """Step 1: write the bytes to a marked file under the final name, or to a temporary
-        file (either way not yet durable, and not yet an image of this store). Returns
-        Stored(created=False) when the same bytes are already there; raises Conflict for
-        other bytes, DiskFull when the disk is full (nothing is left behind)."""
+        """Step 1: write the bytes to a temporary file (not yet durable, not yet visible).
+        Returns Stored(created=False) when the same bytes are already there; raises Conflict
+        for other bytes, DiskFull when the disk is full (nothing is left behind)."""
         if not valid_name(name):
             raise ValueError(f"invalid image name {name!r}")
         digest = digest or sha256_hex(data)
@@ -282,12 +214,6 @@ class Store:
             if os.path.exists(self.filename(name)):
                 return self._existing(name, digest, len(data))
             self._sha.pop(name, None)  # removed by hand behind our back: store it again
-        if self._link_first and name not in self._linked:
-            # (The same name twice in one batch: the second goes the other way, so that its
-            # rename, after the batch's flush, finds the first and compares.)
-            staged = self._stage_linked(name, data, digest)
-            if staged is not None:
-                return staged
         serial = next(self._tmp_serial)
         # The name's head only: a valid name can be 255 bytes, the most a filename can be.
         tmp = f"{self._tmp_prefix}{serial}-{name[:TMP_NAME_KEPT]}"
@@ -304,54 +230,11 @@ class Store:
             raise _disk_error(exc) from None
         return Staged(name, tmp, digest, len(data))
 
-    def _stage_linked(self, name: str, data: bytes, digest: str) -> Staged | Stored | None:
-        """Stage into an unnamed file, marked pending before its first byte, then linked under
-        its final name. None if this filesystem cannot (then it never tries again).
-        Linked last, so that a name on disk without a mark is never less than an image."""
-        try:
-            fd = os.open(self._dir, os.O_WRONLY | os.O_TMPFILE | os.O_CLOEXEC, 0o644)
-        except OSError as exc:
-            if exc.errno in _UNSUPPORTED:
-                self._link_first = False
-                return None
-            raise _disk_error(exc) from None
-        final = self.filename(name)
-        try:
-            try:
-                os.setxattr(fd, PENDING_MARK, f"{len(data)} {digest}".encode())
-            except OSError as exc:
-                if exc.errno in _UNSUPPORTED:
-                    self._link_first = False
-                    return None
-                raise
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            if _linkat(_AT_FDCWD, f"/proc/self/fd/{fd}".encode(), _AT_FDCWD,
-                       os.fsencode(final), _AT_SYMLINK_FOLLOW) != 0:
-                err = ctypes.get_errno()
-                if err == errno.EEXIST:  # written meanwhile, by hand: compare, never replace
-                    self._sha[name] = None
-                    return self._existing(name, digest, len(data))
-                if err == errno.ENOENT:  # no /proc here
-                    self._link_first = False
-                    return None
-                raise OSError(err, os.strerror(err), final)
-        except OSError as exc:  # the unnamed file goes with its descriptor
-            raise _disk_error(exc) from None
-        finally:
-            os.close(fd)
-        self._linked.add(name)
-        return Staged(name, final, digest, len(data), linked=True)
-
     def commit(self, batch: list[Staged]) -> list[Stored | BaseException]:
-        """Step 2, for a batch: one flush for the bytes, marks and names of the linked files
-        (then their marks come off); the fallback's files are renamed after it and the
-        directory is flushed. One result per staged write, in order: Stored, or the exception
-        for that write (a failed flush fails the whole batch; no image of it is acknowledged,
-        and none is left under its name)."""
+        """Step 2, for a batch: durable data, then the final names, then a durable directory.
+        One result per staged write, in order: Stored, or the exception for that write (a
+        failed flush fails the whole batch; no image of it is acknowledged)."""
         results: list[Stored | BaseException] = []
-        self._linked.difference_update(st.name for st in batch if st.linked)
         try:
             if self.durable:
                 self._sync_data(batch)
@@ -359,12 +242,8 @@ class Store:
             for st in batch:
                 _unlink(st.tmp)
             return [_disk_error(exc)] * len(batch)
-        renamed = False
+        named = False
         for st in batch:
-            if st.linked:
-                _unmark(st.tmp)
-                results.append(Stored(st.name, st.sha256, st.size, created=True))
-                continue
             try:
                 self._publish(st.tmp, self.filename(st.name))
             except FileExistsError:  # written meanwhile (by hand, or a write without lock)
@@ -379,9 +258,9 @@ class Store:
                 _unlink(st.tmp)
                 results.append(_disk_error(exc))
                 continue
-            renamed = True
+            named = True
             results.append(Stored(st.name, st.sha256, st.size, created=True))
-        if renamed and self.durable:
+        if named and self.durable:
             try:
                 self._fsync_dir()
             except OSError as exc:
@@ -392,11 +271,9 @@ class Store:
         return results
 
     def _sync_data(self, batch: list[Staged]) -> None:
-        """Make the staged bytes durable: one syncfs (a single journal commit and cache flush
-        for all of them, names and marks included) for several files or a linked one; fsync
-        for a lone temporary file. Without syncfs, every file and the directory."""
-        linked = any(st.linked for st in batch)
-        if (len(batch) > 1 or linked) and _syncfs is not None:
+        """Make the staged bytes durable: fsync for one file; for several, one syncfs (a single
+        journal commit and cache flush for all of them, instead of one per file)."""
+        if len(batch) > 1 and _syncfs is not None:
             fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
             try:
                 if _syncfs(fd) != 0:
@@ -411,8 +288,6 @@ class Store:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        if linked:
-            self._fsync_dir()
 
     def _publish(self, tmp: str, final: str) -> None:
         """Give a staged file its final name; FileExistsError, and nothing changed, if that
@@ -475,26 +350,6 @@ def _unlink(path: str) -> None:
         os.unlink(path)
 
 
-def _pending_mark(path: str) -> tuple[int, str] | None:
-    """(size, sha256) of a file's pending mark, or None: not marked (or unreadable: then it is
-    taken as the image it looks like, as before marks)."""
-    try:
-        raw = os.getxattr(path, PENDING_MARK, follow_symlinks=False)
-    except OSError:  # ENODATA: no mark, the common case; ENOTSUP: no marks on this filesystem
-        return None
-    size, _, digest = raw.decode("ascii", "replace").partition(" ")
-    if not size.isdigit() or len(digest) != 64:
-        return (-1, "")  # a mark we never wrote: cannot be checked, so not whole
-    return int(size), digest
-
-
-def _unmark(path: str) -> None:
-    """Take a durable image's pending mark off (no flush: a mark left behind by a crash only
-    makes the next start check that file)."""
-    with contextlib.suppress(OSError):
-        os.removexattr(path, PENDING_MARK, follow_symlinks=False)
-
-
 def _disk_error(exc: OSError) -> BaseException:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return DiskFull(str(exc))
@@ -504,7 +359,7 @@ def _disk_error(exc: OSError) -> BaseException:
 def _load_libc(name: str) -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
     """A libc function (ctypes lets go of the GIL while it runs), or None where libc has none:
     syncfs(2) (without it every file is fsynced on its own), renameat2(2) (glibc 2.28+;
-    without it a link and an unlink), linkat(2) (without it the two-flush path)."""
+    without it a link and an unlink)."""
     try:
         return getattr(ctypes.CDLL(None, use_errno=True), name)  # type: ignore[no-any-return]
     except (OSError, AttributeError):
@@ -513,9 +368,5 @@ def _load_libc(name: str) -> ctypes._CFuncPtr | None:  # type: ignore[name-defin
 
 _syncfs = _load_libc("syncfs")
 _renameat2 = _load_libc("renameat2")
-_linkat = _load_libc("linkat")  # (os.link cannot pass AT_SYMLINK_FOLLOW without a dir fd)
 _AT_FDCWD = -100
-_AT_SYMLINK_FOLLOW = 0x400
 _RENAME_NOREPLACE = 1
-# What a filesystem without O_TMPFILE or user extended attributes answers.
-_UNSUPPORTED = {errno.EOPNOTSUPP, errno.ENOTSUP, errno.EISDIR, errno.EINVAL, errno.EPERM}

@@ -190,7 +190,6 @@ def test_status_metrics_healthz(cluster: LocalCluster) -> None:
     st = cluster.status(2)
     assert st["node_id"] == 2 and st["role"] == "follower" and st["leader"] == 3
     assert st["term"] >= 1
-    assert st["commit"] == "one flush"  # the test's filesystem has O_TMPFILE and xattrs
     assert {p["id"] for p in st["peers"]} == {1, 2, 3}
     deadline = time.monotonic() + 3  # heartbeats every 150 ms mark peers alive
     while not all(p["alive"] for p in st["peers"]) and time.monotonic() < deadline:

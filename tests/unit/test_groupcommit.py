@@ -124,35 +124,30 @@ def test_a_cancelled_waiter_does_not_stop_the_commit_or_the_others() -> None:
     assert sorted(committed) == [1, 2]
 
 
-@pytest.mark.parametrize("linked", [True, False])
-def test_a_batch_is_one_flush_and_nothing_unmarked_is_visible_before_it(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, linked: bool) -> None:
+def test_a_batch_is_one_flush_and_nothing_is_visible_before_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     s = Store(tmp_path)
-    s._link_first = linked
     s.open()
     flushes: list[str] = []
     real_syncfs = storage._syncfs
     assert real_syncfs is not None, "Linux has syncfs"
 
     def counting_syncfs(fd: int) -> int:
-        # When the data is flushed, every final name there is marked pending (linked), or
-        # none exists yet (the fallback): a crash here leaves only files open() checks or
-        # removes.
-        flushes.append(",".join(sorted(
-            n for n in os.listdir(tmp_path) if not n.startswith(storage.TMP_PREFIX)
-            and storage.PENDING_MARK not in os.listxattr(tmp_path / n))))
+        # When the data is flushed, no final name exists yet: a crash here leaves only
+        # temporary files, which open() removes.
+        flushes.append(",".join(sorted(n for n in os.listdir(tmp_path)
+                                       if not n.startswith(storage.TMP_PREFIX))))
         return int(real_syncfs(fd))
 
     monkeypatch.setattr(storage, "_syncfs", counting_syncfs)
     staged = [s.stage(f"img{i}.png", f"bytes {i}".encode()) for i in range(5)]
-    assert all(isinstance(st, Staged) and st.linked == linked for st in staged)
+    assert all(isinstance(st, Staged) for st in staged)
     assert s.names() == []
     results = s.commit(staged)  # type: ignore[arg-type]
     assert flushes == [""]
     assert [r.name for r in results if isinstance(r, Stored)] == [f"img{i}.png" for i in range(5)]
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"img{i}.png" for i in range(5)]
     assert (tmp_path / "img3.png").read_bytes() == b"bytes 3"
-    assert all(os.listxattr(p) == [] for p in tmp_path.iterdir())
 
 
 def test_a_name_taken_with_other_bytes_fails_only_that_write(tmp_path: Path) -> None:

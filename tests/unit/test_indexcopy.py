@@ -105,4 +105,4 @@ def test_the_file_is_in_a_directory_no_image_can_be_named(tmp_path: Path) -> Non
     f.write(Snapshot({"a.png": 1}))
     assert not valid_name(f.directory.name)
     store = Store(tmp_path)
-    assert store.open().leftovers == [] and store.names() == []  # left alone, and not an image
+    assert store.open() == [] and store.names() == []  # left alone, and not an image

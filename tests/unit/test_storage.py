@@ -64,7 +64,7 @@ def test_open_removes_leftover_temporary_files_and_indexes_images(tmp_path: Path
     (tmp_path / ".tmp-x.png-1234").write_bytes(b"half")
     (tmp_path / "old.png").write_bytes(b"kept")
     s = Store(tmp_path)
-    assert s.open().leftovers == [".tmp-x.png-1234"]
+    assert s.open() == [".tmp-x.png-1234"]
     assert sorted(os.listdir(tmp_path)) == ["old.png"]
     assert "old.png" in s and len(s) == 1
     assert s.read("old.png") == b"kept"
@@ -129,137 +129,37 @@ def test_extension_from_magic_bytes(head: bytes, ext: str) -> None:
     assert storage.generated_name(head).endswith("." + ext)
 
 
-@pytest.mark.parametrize(("durable", "linked", "fsyncs", "syncfs"),
-                         [(True, True, 0, 1), (True, False, 2, 0), (False, False, 0, 0)])
-def test_durable_writes_flush_once_when_linked_and_twice_otherwise(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, durable: bool, linked: bool,
-        fsyncs: int, syncfs: int) -> None:
-    """A marked, linked write is made durable, name and all, by one syncfs; the fallback
-    needs the file's fsync and then the directory's."""
+@pytest.mark.parametrize(("durable", "fsyncs"), [(True, 2), (False, 0)])
+def test_durable_writes_sync_the_file_and_the_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, durable: bool, fsyncs: int) -> None:
     calls: list[int] = []
-    flushes: list[int] = []
-    real, real_syncfs = os.fsync, storage._syncfs
-    assert real_syncfs is not None
+    real = os.fsync
     monkeypatch.setattr(storage.os, "fsync", lambda fd: (calls.append(fd), real(fd))[1])
-    monkeypatch.setattr(storage, "_syncfs", lambda fd: (flushes.append(fd), real_syncfs(fd))[1])
     s = Store(tmp_path, durable=durable)
-    s._link_first = linked
     s.open()
     s.write("f.png", b"data")
-    assert s.commit_mode == {(True, True): "one flush", (True, False): "two flushes"}.get(
-        (durable, linked), "no flush")
-    assert (len(calls), len(flushes)) == (fsyncs, syncfs)
+    assert len(calls) == fsyncs
     assert (tmp_path / "f.png").read_bytes() == b"data"
-    assert os.listxattr(tmp_path / "f.png") == []  # the mark is off once it is durable
 
 
-def test_a_file_that_appears_meanwhile_is_never_overwritten(tmp_path: Path) -> None:
-    """Between stage and commit of the fallback path another writer (by hand, say) creates
-    the name. The commit must keep that file's bytes and report the conflict, with
-    renameat2's RENAME_NOREPLACE and with the link-and-unlink fallback alike; no temporary
-    file is left."""
-    for noreplace in (True, False):
-        s = Store(tmp_path)
-        s.open()
-        s._link_first = False
-        s._noreplace = noreplace and storage._renameat2 is not None
-        staged = s.stage(f"f{noreplace}.png", b"ours")
-        (tmp_path / f"f{noreplace}.png").write_bytes(b"theirs")
-        [result] = s.commit([staged])
-        assert isinstance(result, Conflict)
-        assert (tmp_path / f"f{noreplace}.png").read_bytes() == b"theirs"
-        staged = s.stage(f"g{noreplace}.png", b"ours")
-        [result] = s.commit([staged])
-        assert result.created and (tmp_path / f"g{noreplace}.png").read_bytes() == b"ours"
-    assert sorted(os.listdir(tmp_path)) == ["fFalse.png", "fTrue.png", "gFalse.png",
-                                            "gTrue.png"]
-
-
-def test_a_linked_write_never_replaces_a_file_put_there_by_hand(tmp_path: Path) -> None:
+@pytest.mark.parametrize("noreplace", [True, False])
+def test_a_file_that_appears_meanwhile_is_never_overwritten(
+        tmp_path: Path, noreplace: bool) -> None:
+    """Between stage and commit another writer (by hand, say) creates the name. The commit
+    must keep that file's bytes and report the conflict, with renameat2's RENAME_NOREPLACE and
+    with the link-and-unlink fallback alike; no temporary file is left."""
     s = Store(tmp_path)
     s.open()
-    (tmp_path / "f.png").write_bytes(b"theirs")  # not known to the store: by hand
-    with pytest.raises(Conflict):
-        s.write("f.png", b"ours")
-    assert (tmp_path / "f.png").read_bytes() == b"theirs"
-    assert not s.write("f.png", b"theirs").created
-    assert os.listdir(tmp_path) == ["f.png"]
-
-
-def _marked(path: Path, data: bytes, mark_for: bytes) -> None:
-    """What a crash leaves of a linked write: the name, the mark, and some of the bytes."""
-    path.write_bytes(data)
-    os.setxattr(path, storage.PENDING_MARK,
-                f"{len(mark_for)} {storage.sha256_hex(mark_for)}".encode())
-
-
-def test_open_removes_a_marked_image_a_crash_cut_off_and_keeps_a_whole_one(
-        tmp_path: Path) -> None:
-    image = b"\x89PNG" + b"x" * 5000
-    _marked(tmp_path / "torn.png", image[:4096], image)    # the tail never reached the disk
-    _marked(tmp_path / "zeros.png", bytes(len(image)), image)  # allocated, never written
-    _marked(tmp_path / "whole.png", image, image)          # flushed; the mark was still on
-    (tmp_path / "plain.png").write_bytes(b"old")           # no mark: an image as before
-    s = Store(tmp_path)
-    found = s.open()
-    assert sorted(found.torn) == ["torn.png", "zeros.png"]
-    assert found.whole == ["whole.png"]
-    assert sorted(os.listdir(tmp_path)) == ["plain.png", "whole.png"]
-    assert sorted(s.names()) == ["plain.png", "whole.png"]
-    assert os.listxattr(tmp_path / "whole.png") == []
-    assert s.sha256("whole.png") == storage.sha256_hex(image)
-    assert s.write("torn.png", image).created  # the client's retry stores it again
-
-
-def test_the_same_name_twice_in_a_batch_is_stored_once(tmp_path: Path) -> None:
-    """The second write of a name in one batch must not see the first before it is durable:
-    it is staged apart and compared after the batch's flush."""
-    s = Store(tmp_path)
-    s.open()
-    first = s.stage("t.png", b"one")
-    again = s.stage("t.png", b"one")
-    other = s.stage("t.png", b"two")
-    assert "t.png" not in s  # nothing of the batch is an image of the store yet
-    results = s.commit([first, again, other])
-    assert results[0].created and not results[1].created
-    assert isinstance(results[2], Conflict)
-    assert os.listdir(tmp_path) == ["t.png"] and (tmp_path / "t.png").read_bytes() == b"one"
-
-
-def test_a_failed_flush_leaves_no_linked_name_behind(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def failing(fd: int) -> int:
-        storage.ctypes.set_errno(errno.EIO)
-        return -1
-
-    s = Store(tmp_path)
-    s.open()
-    monkeypatch.setattr(storage, "_syncfs", failing)
-    staged = s.stage("a.png", b"A")
-    assert staged.linked and (tmp_path / "a.png").exists()
+    s._noreplace = noreplace and storage._renameat2 is not None
+    staged = s.stage("f.png", b"ours")
+    (tmp_path / "f.png").write_bytes(b"theirs")
     [result] = s.commit([staged])
-    assert isinstance(result, OSError) and result.errno == errno.EIO
-    assert os.listdir(tmp_path) == [] and "a.png" not in s
-
-
-def test_a_filesystem_without_tmpfiles_takes_the_two_flush_path(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_open = os.open
-
-    def no_tmpfile(path: str, flags: int, mode: int = 0o777) -> int:
-        if flags & os.O_TMPFILE == os.O_TMPFILE:
-            raise OSError(errno.EOPNOTSUPP, "Operation not supported")
-        return real_open(path, flags, mode)
-
-    monkeypatch.setattr(storage.os, "open", no_tmpfile)
-    s = Store(tmp_path)
-    s.open()
-    assert s.commit_mode == "two flushes"  # found out at open, shown in /status
-    assert s.write("f.png", b"data").created
-    assert not s._link_first
-    staged = s.stage("g.png", b"more")
-    assert not staged.linked and staged.tmp.startswith(str(tmp_path / storage.TMP_PREFIX))
-    s.commit([staged])
+    assert isinstance(result, Conflict)
+    assert (tmp_path / "f.png").read_bytes() == b"theirs"
+    assert sorted(os.listdir(tmp_path)) == ["f.png"]
+    staged = s.stage("g.png", b"ours")
+    [result] = s.commit([staged])
+    assert result.created and (tmp_path / "g.png").read_bytes() == b"ours"
     assert sorted(os.listdir(tmp_path)) == ["f.png", "g.png"]
 
 
@@ -273,7 +173,6 @@ def test_a_filesystem_without_renameat2_falls_back_to_link(
     monkeypatch.setattr(storage, "_renameat2", einval)
     monkeypatch.setattr(storage.ctypes, "get_errno", lambda: ctypes_errno[-1])
     s = Store(tmp_path)
-    s._link_first = False  # (renames are the two-flush path's)
     s.open()
     assert s.write("f.png", b"data").created
     assert not s._noreplace  # remembered: the next write goes straight to link
