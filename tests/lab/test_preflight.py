@@ -1,6 +1,7 @@
 """deploy.yml's checks on the hosts before any change: clocks in sync, the state directory not
-moved under a running node. Needs a running lab (`python -m cloudlab up`) on which deploy.yml
-has run (tests/lab/test_deploy.py, earlier in the run)."""
+moved under a running node, the image directory not moved away from its images. Needs a
+running lab (`python -m cloudlab up`) on which deploy.yml has run (tests/lab/test_deploy.py,
+earlier in the run)."""
 
 from __future__ import annotations
 
@@ -99,3 +100,37 @@ def test_a_new_state_dir_is_refused_while_the_nodes_run_on_the_old_one() -> None
         assert "cluster ready: leader is node 3 on every node" in out
         assert on_each(f"ls {new}/shared_images | wc -l") == counts
         assert on_each("getent passwd cloud-p2p | cut -d: -f6") == [new] * 3
+
+
+def test_a_new_shared_dir_is_refused_while_the_old_one_holds_images() -> None:
+    """Changing cloud_p2p_shared_dir alone used to start every node on an empty directory
+    (404 for images it had acknowledged; the old ones left behind). Now nothing changes until
+    the images are moved as the message says; deploying after the move serves them from the
+    new directory, and the allowance lets a deploy start empty on purpose (under --check)."""
+    from nodesvc.stress import make_png_parts, tagged_png
+
+    old, new = "/var/lib/cloud-p2p/shared_images", "/var/lib/cloud-p2p/images-moved"
+    parts = make_png_parts(2000)
+    for i in range(6):
+        assert put_image(1 + i % 3, f"shared-dir-{i}.png", tagged_png(parts, str(i))) in (200, 201)
+    counts = on_each(f"find {old} -maxdepth 1 -type f -not -name '.*' | wc -l")
+    rc, out, _ = playbook("playbooks/deploy.yml", "-e", f"cloud_p2p_shared_dir={new}")
+    assert rc != 0
+    assert (f"cloud_p2p_shared_dir is {new}, but h1, h2, h3 keep {', '.join(counts)} images "
+            f"in {old}") in out, out[-3000:]
+    assert f"systemctl stop cloud-p2p; mv -T {old} {new}" in out
+    assert all(r["changed"] == 0 for r in recap(out).values())
+    assert on_each(f"test -e {new} && echo there || echo absent") == ["absent"] * 3
+    rc, out, _ = playbook("playbooks/deploy.yml", "--check", "-e", f"cloud_p2p_shared_dir={new}",
+                          "-e", "cloud_p2p_preflight_allow_new_shared_dir=true")
+    assert rc == 0 and f"images in {old}" not in out, out[-3000:]
+
+    # What the message says: stop, move, deploy (and back again, for the tests after this one).
+    for src, dst, extra in [(old, new, ["-e", f"cloud_p2p_shared_dir={new}"]), (new, old, [])]:
+        on_each(f"systemctl stop cloud-p2p && mv -T {src} {dst}")
+        rc, out, _ = playbook("playbooks/deploy.yml", *extra)
+        assert rc == 0, out[-3000:]
+        assert "cluster ready: leader is node 3 on every node" in out
+        assert on_each(f"find {dst} -maxdepth 1 -type f -not -name '.*' | wc -l") == counts
+        for i in range(6):  # acknowledged before the move, served after it
+            assert put_image(1 + i % 3, f"shared-dir-{i}.png", tagged_png(parts, str(i))) == 200
