@@ -18,8 +18,14 @@ The file, `<shared_dir>/.cloud-p2p/index`, holds JSON lines:
   {"index": {"name": holder, ...}}   a snapshot: replaces every line before it (it is always
                                      the first line: a snapshot rewrites the file)
   ["name", holder]                   one change; holder null: the name is no longer held
+  {"follows": ["epoch", next]}       a follower's position in its leader's change log
+                                     (replica.py) once the lines before it are applied; a
+                                     snapshot of a follower carries one too
 A torn last line (a crash in the middle of a write) ends the load there. The file is rewritten
 as one snapshot when the changes since the last snapshot outnumber twice the names indexed.
+A follower that restarts resumes from its last position: its leader sends the changes after
+it, not the whole index again (a torn line can leave the index a few changes past that
+position; replaying them sets the same holders again).
 
 `IndexCopy` (the event loop's side) is pure: it decides what to write. `IndexFile` does the
 blocking I/O, on one thread at a time.
@@ -42,11 +48,20 @@ COMPACT_AT_LEAST = 10_000  # changes appended before a snapshot is worth rewriti
 
 
 @dataclass(frozen=True)
+class Followed:
+    """A follower's position in its leader's change log (replica.Replica.position)."""
+
+    epoch: str
+    next: int
+
+
+@dataclass(frozen=True)
 class Snapshot:
     index: dict[str, int]
+    follows: Followed | None = None  # a follower's position for exactly this index
 
 
-Batch = Snapshot | list[Change]  # what one write puts on disk
+Batch = Snapshot | list[Change | Followed]  # what one write puts on disk
 
 
 class IndexCopy:
@@ -55,13 +70,19 @@ class IndexCopy:
 
     def __init__(self, compact_at_least: int = COMPACT_AT_LEAST) -> None:
         self._compact_at_least = compact_at_least
-        self._changes: list[Change] = []
+        self._changes: list[Change | Followed] = []
         self._replaced = True   # the file starts with a snapshot of what the node loaded
         self._appended = 0      # change lines in the file after its snapshot
 
     def changed(self, name: str, holder: int | None) -> None:
         if not self._replaced:  # (a snapshot to come holds it anyway)
             self._changes.append((name, holder))
+
+    def followed(self, epoch: str, next_change: int) -> None:
+        """A follower applied its leader's changes up to `next_change` (after the changed()
+        calls for them)."""
+        if not self._replaced:
+            self._changes.append(Followed(epoch, next_change))
 
     def replaced(self) -> None:
         """The index was replaced whole (learnt anew, or a leader's snapshot loaded)."""
@@ -72,16 +93,17 @@ class IndexCopy:
     def pending(self) -> bool:
         return self._replaced or bool(self._changes)
 
-    def take(self, index: dict[str, int]) -> Batch | None:
-        """What to write now, for an index that is `index` (None: nothing). A snapshot is a
-        copy, taken here on the event loop: the writing thread must not iterate a dict that
-        the loop changes."""
+    def take(self, index: dict[str, int], follows: Followed | None = None) -> Batch | None:
+        """What to write now, for an index that is `index` (None: nothing); `follows`: the
+        position a follower's `index` is at, for a snapshot. A snapshot is a copy, taken here
+        on the event loop: the writing thread must not iterate a dict that the loop
+        changes."""
         if self._replaced or (self._changes and self._appended + len(self._changes)
                               > max(self._compact_at_least, 2 * len(index))):
             self._replaced = False
             self._changes = []
             self._appended = 0
-            return Snapshot(dict(index))
+            return Snapshot(dict(index), follows)
         if not self._changes:
             return None
         batch, self._changes = self._changes, []
@@ -100,11 +122,14 @@ class IndexFile:
     def __init__(self, shared_dir: Path) -> None:
         self.directory = shared_dir / DIRECTORY
         self.path = self.directory / FILENAME
+        self.follows: Followed | None = None  # set by load: where a follower was
 
     def load(self, nodes: set[int]) -> tuple[dict[str, int], str | None]:
         """The index the file holds, names on nodes outside `nodes` left out (taken out of the
         config since), and what went wrong if something did (the index up to there is
-        kept)."""
+        kept). Also sets `follows`: the last position the node followed its leader at, if
+        the file was a follower's."""
+        self.follows = None
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
@@ -120,11 +145,14 @@ class IndexFile:
             except orjson.JSONDecodeError:
                 return index, f"{self.path} line {number} is torn or not JSON; read up to it"
             if isinstance(item, dict) and isinstance(item.get("index"), dict):
+                self.follows = _followed(item.get("follows"))  # (a leader's: none)
                 index = {}
                 for name, holder in item["index"].items():
                     change = parse_change([name, holder], nodes)
                     if change is not None and change[1] is not None:
                         index[name] = change[1]
+            elif isinstance(item, dict) and "follows" in item:
+                self.follows = _followed(item["follows"])
             elif (change := parse_change(item, nodes)) is not None:
                 name, holder = change
                 if holder is None:
@@ -140,11 +168,23 @@ class IndexFile:
         if isinstance(batch, Snapshot):
             self.directory.mkdir(exist_ok=True)
             tmp = self.path.with_name(f"{FILENAME}.new")
-            _write(tmp, "wb", orjson.dumps({"index": batch.index}) + b"\n")
+            line = {"index": batch.index}
+            if batch.follows is not None:
+                line["follows"] = [batch.follows.epoch, batch.follows.next]
+            _write(tmp, "wb", orjson.dumps(line) + b"\n")
             os.replace(tmp, self.path)
             fsync_directory(self.directory)  # (else a crash may bring the old file back)
             return
-        _write(self.path, "ab", b"".join(orjson.dumps(change) + b"\n" for change in batch))
+        _write(self.path, "ab", b"".join(orjson.dumps(
+            {"follows": [item.epoch, item.next]} if isinstance(item, Followed) else item) + b"\n"
+            for item in batch))
+
+
+def _followed(item: object) -> Followed | None:
+    if isinstance(item, list) and len(item) == 2 and isinstance(item[0], str) \
+            and isinstance(item[1], int) and not isinstance(item[1], bool) and item[1] >= 0:
+        return Followed(item[0], item[1])
+    return None
 
 
 def _write(path: Path, mode: str, data: bytes) -> None:

@@ -24,6 +24,10 @@ class Metrics:
                                "Requests refused for a bad peer signature or client token",
                                ["why"], registry=r)
         self.elections = Counter("cloudp2p_leader_changes", "Leader changes seen", registry=r)
+        self.index_fetches = Counter(
+            "cloudp2p_index_fetches",
+            "Whole copies of the leader's index fetched (a follower that could not resume)",
+            registry=r)
         self.bytes_written = Counter("cloudp2p_bytes_written", "Image bytes written here",
                                      registry=r)
         self.upload_seconds = Histogram(

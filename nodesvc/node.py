@@ -40,7 +40,7 @@ from nodesvc.http import (
     error,
     json_response,
 )
-from nodesvc.indexcopy import Batch, IndexCopy, IndexFile
+from nodesvc.indexcopy import Batch, Followed, IndexCopy, IndexFile
 from nodesvc.metrics import Metrics
 from nodesvc.placement import Placement
 from nodesvc.replica import ChangeLog, Replica, parse_snapshot
@@ -190,6 +190,9 @@ class Node:
             self.executor, self.index_file.load, self._node_ids())
         if problem is not None:
             log.warning("[Node %d] index kept on disk: %s", self.id, problem)
+        if self.index_file.follows is not None:  # a follower: it resumes where it was
+            self.replica.epoch = self.index_file.follows.epoch
+            self.replica.next = self.index_file.follows.next
         s = self.settings
         fd_warning = fdlimit.ensure(s.config.max_connections)
         if fd_warning is not None:
@@ -330,6 +333,7 @@ class Node:
         elif self.replica.next != before:  # applied: its changes were all valid
             for name, holder in update["changes"]:  # type: ignore[index]
                 self.index_copy.changed(name, holder)
+            self.index_copy.followed(self.replica.epoch, self.replica.next)
 
     def _record(self, name: str, holder: int | None) -> None:
         """The leader's index changed: for its followers (ChangeLog) and its disk."""
@@ -345,7 +349,9 @@ class Node:
             if now - self._index_saved_at < INDEX_SAVE_EVERY:
                 return
             self._index_saved_at = now
-        batch = self.index_copy.take(self.index)
+        follows = Followed(self.replica.epoch, self.replica.next) \
+            if self.election.role is Role.FOLLOWER and self.replica.epoch else None
+        batch = self.index_copy.take(self.index, follows)
         if batch is not None:
             self._saving_index = True
             self._spawn(self._write_index(batch))
@@ -382,6 +388,7 @@ class Node:
                 and self.election.role is Role.FOLLOWER \
                 and self.replica.load(self.index, snapshot, self._node_ids()):
             self.index_copy.replaced()
+            self.metrics.index_fetches.inc()
         # (none: the next heartbeat asks again)
 
     async def _get_index(self, pid: int) -> object:
@@ -406,6 +413,7 @@ class Node:
             self.index_ready.clear()  # (the index stays: a new leader starts from it)
             if e.role is Role.LEADER:
                 self._synced_term = e.term
+                self.replica = Replica()  # (its index is its own now, at no leader's position)
                 self._spawn(self._sync_index())
             self.notifier.notify(STATUS=self.status_line())
         elif e.role is Role.LEADER and e.term != self._synced_term:

@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from nodesvc.config import load_config
+from nodesvc.indexcopy import IndexFile
 from nodesvc.loadgen import BackgroundLoad, Record
 from nodesvc.localcluster import LocalCluster
 from nodesvc.stress import make_png_parts, tagged_png
@@ -459,3 +460,39 @@ def test_a_leader_back_alone_after_a_power_cut_knows_the_names_of_the_nodes_stil
         code, body = c.request(3, "PUT", f"/images/{held[node]}", b"\x89PNG other bytes")
         assert code == 409, body
         assert [n for n in (1, 2, 3) if held[node] in c.files(n)] == [node]
+
+
+def index_fetches(cluster: LocalCluster, node: int) -> float:
+    """How many times this node's process fetched its leader's whole index."""
+    code, text = cluster.request(node, "GET", "/metrics")
+    assert code == 200
+    line = next(li for li in text.decode().splitlines()
+                if li.startswith("cloudp2p_index_fetches_total "))
+    return float(line.split()[1])
+
+
+def test_a_restarted_follower_resumes_the_index_where_it_was(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    """A follower restarted (a rolling deploy, say) used to fetch its leader's whole index
+    again, although it had just loaded it from disk: one snapshot transfer per restart, the
+    size of the cluster's index. Its file now keeps the position it followed its leader at, and
+    the leader sends only the changes after it."""
+    c = make_cluster()
+    one_image_on_each_node(c)
+    time.sleep(2.5)  # the index and its position are written about once a second
+    assert index_fetches(c, 1) == 1  # a new follower: the whole index, once
+    c.kill(1, signal.SIGTERM)
+    code, body = c.request(3, "PUT", "/images/while-down.png",
+                           tagged_png(make_png_parts(2000), "down"))
+    assert code == 201, body
+    c.start(1)
+    c.wait_leader(3)
+    wait_all_alive(c, 3)
+    code, body = c.request(3, "PUT", "/images/after.png", tagged_png(make_png_parts(2000), "a"))
+    assert code == 201, body
+    copy = IndexFile(c.shared_dir(1))
+    deadline = time.monotonic() + 10
+    while not {"while-down.png", "after.png"} <= copy.load({1, 2, 3})[0].keys():
+        assert time.monotonic() < deadline, copy.path.read_text()[-2000:]
+        time.sleep(0.1)
+    assert index_fetches(c, 1) == 0  # followed on from where it was, changes only
+    assert len(copy.load({1, 2, 3})[0]) == 5

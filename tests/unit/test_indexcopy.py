@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nodesvc.indexcopy import IndexCopy, IndexFile, Snapshot
+from nodesvc.indexcopy import Followed, IndexCopy, IndexFile, Snapshot
 
 NODES = {1, 2, 3}
 
@@ -106,3 +106,26 @@ def test_the_file_is_in_a_directory_no_image_can_be_named(tmp_path: Path) -> Non
     assert not valid_name(f.directory.name)
     store = Store(tmp_path)
     assert store.open() == [] and store.names() == []  # left alone, and not an image
+
+
+def test_a_follower_reads_back_where_it_was_in_its_leaders_log(tmp_path: Path) -> None:
+    """A restarted follower resumes from its last position instead of fetching the whole
+    index again: the position after the changes it covers, in a snapshot and after appended
+    changes alike; a leader's snapshot (no position) clears it."""
+    copy, f = IndexCopy(), IndexFile(tmp_path)
+    index = {"a.png": 1}
+    f.write(copy.take(index, Followed("e1", 7)))  # a leader's snapshot just loaded
+    f.load(NODES)
+    assert f.follows == Followed("e1", 7)
+    index["b.png"] = 2
+    copy.changed("b.png", 2)
+    copy.followed("e1", 8)
+    save(copy, f, index)
+    assert f.load(NODES) == ({"a.png": 1, "b.png": 2}, None) and f.follows == Followed("e1", 8)
+    with f.path.open("ab") as torn:  # a crash in the middle of the next batch
+        torn.write(b'["c.png", 3]\n{"follows": ["e1", 9')
+    assert f.load(NODES)[0] == {"a.png": 1, "b.png": 2, "c.png": 3}
+    assert f.follows == Followed("e1", 8)  # (replaying c.png from 8 sets it again)
+    copy.replaced()  # this node leads now: its index is its own
+    f.write(copy.take(index, None))
+    assert f.load(NODES) == (index, None) and f.follows is None
