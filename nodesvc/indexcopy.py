@@ -168,7 +168,7 @@ class IndexFile:
         if isinstance(batch, Snapshot):
             self.directory.mkdir(exist_ok=True)
             tmp = self.path.with_name(f"{FILENAME}.new")
-            line = {"index": batch.index}
+            line: dict[str, object] = {"index": batch.index}
             if batch.follows is not None:
                 line["follows"] = [batch.follows.epoch, batch.follows.next]
             _write(tmp, "wb", orjson.dumps(line) + b"\n")
