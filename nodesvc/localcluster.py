@@ -141,7 +141,14 @@ class LocalCluster:
         d = self.shared_dir(node)
         if not d.is_dir():
             return {}
-        return {p.name: p.read_bytes() for p in d.iterdir() if p.is_file()}
+        found = {}
+        for p in d.iterdir():
+            try:
+                if p.is_file():
+                    found[p.name] = p.read_bytes()
+            except FileNotFoundError:  # a write's temporary file, renamed meanwhile
+                continue
+        return found
 
     def __enter__(self) -> LocalCluster:
         return self
