@@ -318,7 +318,7 @@ def format_status(peers: dict[int, Peer], infos: dict[int, dict[str, object] | s
 
 async def _status_cmd(cluster: Cluster, args: argparse.Namespace) -> int:
     """0: every node answers and all name the same leader; 1: a node does not answer, or the
-    nodes do not agree (Leader: NOT AGREED, e.g. a split brain where /healthz stays 200)."""
+    nodes do not agree (Leader: NOT AGREED, e.g. a split brain)."""
     infos = await cluster.status_all()
     await cluster.close()
     print(format_status(cluster.peers, infos))

@@ -36,6 +36,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import orjson
 
@@ -64,6 +65,14 @@ class Snapshot:
 Batch = Snapshot | list[Change | Followed]  # what one write puts on disk
 
 
+class Loaded(NamedTuple):
+    """What IndexFile.load read back."""
+
+    index: dict[str, int]
+    problem: str | None = None      # what went wrong, if something did (index: up to there)
+    follows: Followed | None = None  # a follower's last position in its leader's log
+
+
 class IndexCopy:
     """What the index's changes since the last write mean for the file: appended lines, or a
     whole new snapshot (after the index was replaced, or once the appended lines are many)."""
@@ -81,8 +90,11 @@ class IndexCopy:
     def followed(self, epoch: str, next_change: int) -> None:
         """A follower applied its leader's changes up to `next_change` (after the changed()
         calls for them)."""
-        if not self._replaced:
-            self._changes.append(Followed(epoch, next_change))
+        if self._replaced:
+            return
+        if self._changes and isinstance(self._changes[-1], Followed):
+            self._changes.pop()  # no change since: only the newer position counts
+        self._changes.append(Followed(epoch, next_change))
 
     def replaced(self) -> None:
         """The index was replaced whole (learnt anew, or a leader's snapshot loaded)."""
@@ -122,37 +134,37 @@ class IndexFile:
     def __init__(self, shared_dir: Path) -> None:
         self.directory = shared_dir / DIRECTORY
         self.path = self.directory / FILENAME
-        self.follows: Followed | None = None  # set by load: where a follower was
 
-    def load(self, nodes: set[int]) -> tuple[dict[str, int], str | None]:
+    def load(self, nodes: set[int]) -> Loaded:
         """The index the file holds, names on nodes outside `nodes` left out (taken out of the
-        config since), and what went wrong if something did (the index up to there is
-        kept). Also sets `follows`: the last position the node followed its leader at, if
-        the file was a follower's."""
-        self.follows = None
+        config since), what went wrong if something did (the index up to there is kept),
+        and the last position the node followed its leader at, if the file is a
+        follower's."""
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
-            return {}, None
+            return Loaded({})
         except OSError as exc:
-            return {}, f"cannot read {self.path}: {exc.strerror or exc}"
+            return Loaded({}, f"cannot read {self.path}: {exc.strerror or exc}")
         index: dict[str, int] = {}
+        follows: Followed | None = None
         for number, line in enumerate(data.split(b"\n"), start=1):
             if not line:
                 continue
             try:
                 item = orjson.loads(line)
             except orjson.JSONDecodeError:
-                return index, f"{self.path} line {number} is torn or not JSON; read up to it"
+                return Loaded(index, f"{self.path} line {number} is torn or not JSON; read up "
+                                     "to it", follows)
             if isinstance(item, dict) and isinstance(item.get("index"), dict):
-                self.follows = _followed(item.get("follows"))  # (a leader's: none)
+                follows = _followed(item.get("follows"))  # (a leader's: none)
                 index = {}
                 for name, holder in item["index"].items():
                     change = parse_change([name, holder], nodes)
                     if change is not None and change[1] is not None:
                         index[name] = change[1]
             elif isinstance(item, dict) and "follows" in item:
-                self.follows = _followed(item["follows"])
+                follows = _followed(item["follows"])
             elif (change := parse_change(item, nodes)) is not None:
                 name, holder = change
                 if holder is None:
@@ -160,7 +172,7 @@ class IndexFile:
                 else:
                     index[name] = holder
             # (anything else: a holder no longer in the config, say; skipped)
-        return index, None
+        return Loaded(index, None, follows)
 
     def write(self, batch: Batch) -> None:
         """Put `batch` on disk: a snapshot replaces the file (a new file renamed over it),

@@ -43,6 +43,7 @@ from nodesvc.http import (
 from nodesvc.indexcopy import Batch, Followed, IndexCopy, IndexFile
 from nodesvc.metrics import Metrics
 from nodesvc.placement import Placement
+from nodesvc.refusals import Refusals
 from nodesvc.replica import ChangeLog, Replica, parse_snapshot
 from nodesvc.storage import (
     Conflict,
@@ -131,6 +132,9 @@ class Node:
                     cfg.election_timeout_ms / 1000),
             config_hash=cfg.hash)
         self.placement = Placement()
+        # What the peers answer to our election messages: all refusing means our secret or
+        # clock is not the cluster's (refusals.py), and /healthz says so.
+        self.refusals = Refusals(fresh=10 * cfg.leader_timeout_ms / 1000)
         # Idle connections kept per peer: enough for every upload in flight to come back to
         # the pool (with 16, a leader serving 64 clients opened a new connection for a
         # quarter of its forwards, 4-7% of the cluster's CPU), yet all peers' pools together
@@ -186,13 +190,14 @@ class Node:
         removed = await loop.run_in_executor(self.executor, self.store.open)
         for name in removed:
             log.info("[Node %d] removed leftover temporary file %s", self.id, name)
-        self.index, problem = await loop.run_in_executor(
+        loaded = await loop.run_in_executor(
             self.executor, self.index_file.load, self._node_ids())
-        if problem is not None:
-            log.warning("[Node %d] index kept on disk: %s", self.id, problem)
-        if self.index_file.follows is not None:  # a follower: it resumes where it was
-            self.replica.epoch = self.index_file.follows.epoch
-            self.replica.next = self.index_file.follows.next
+        self.index = loaded.index
+        if loaded.problem is not None:
+            log.warning("[Node %d] index kept on disk: %s", self.id, loaded.problem)
+        if loaded.follows is not None:  # a follower: it resumes where it was
+            self.replica.epoch = loaded.follows.epoch
+            self.replica.next = loaded.follows.next
         s = self.settings
         fd_warning = fdlimit.ensure(s.config.max_connections)
         if fd_warning is not None:
@@ -310,6 +315,10 @@ class Node:
                                             [("content-type", "application/json")], timeout)
             data = orjson.loads(resp.body) if resp.status == 200 else None
             reply = Message.from_dict(data) if data is not None else None
+            if resp.status == 401:
+                self.refusals.refused(to, time.monotonic(), _detail(resp.body))
+            elif reply is not None:
+                self.refusals.accepted(to, time.monotonic())
         except (PeerUnreachable, ValueError) as exc:
             # A refused connection is a dead peer; a slow answer is not (yet): the tick's
             # silence timeout decides that, so a busy leader is not deposed for being busy.
@@ -1106,10 +1115,15 @@ class Node:
 
     async def healthz(self, req: Request) -> Response:
         e = self.election
-        healthy = e.leader is not None and (e.leader == self.id or e.peers[e.leader].alive)
+        shunned = self.refusals.shunned_by(time.monotonic())
+        healthy = e.leader is not None and (e.leader == self.id or e.peers[e.leader].alive) \
+            and not shunned
         if healthy:
             return json_response(200, {"ok": True, "leader": e.leader})
-        return json_response(503, {"ok": False, "leader": e.leader, "role": e.role.value})
+        body: dict[str, object] = {"ok": False, "leader": e.leader, "role": e.role.value}
+        if shunned:
+            body["refused_by"] = {str(p): why for p, why in shunned.items()}
+        return json_response(503, body)
 
     def _address(self, pid: int) -> str:
         host, port = self.addresses[pid]
@@ -1125,6 +1139,9 @@ class Node:
         else:
             who = "electing a leader"
         warn = f", CONFIG MISMATCH with {e.config_mismatches()}" if e.config_mismatches() else ""
+        shunned = self.refusals.shunned_by(time.monotonic())
+        if shunned:
+            warn += f", REFUSED by nodes {sorted(shunned)} (cluster secret or clock differs)"
         return f"{who}, term {e.term}, {len(self.store)} images stored{warn}"
 
 
@@ -1172,3 +1189,14 @@ def _empty_image() -> Response:
 
 def _not_allowed(allowed: str) -> Response:
     return error(405, "method not allowed", f"use {allowed}", headers=[("allow", allowed)])
+
+
+def _detail(body: bytes) -> str:
+    """The reason an error answer gives (its "detail"), or the start of its body."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("detail"), str):
+        return data["detail"][:200]
+    return body[:200].decode("utf-8", "replace")

@@ -85,7 +85,7 @@ def test_every_node_keeps_the_whole_index_on_disk(host, shared_dir, service_user
     copy.directory.mkdir()
     copy.path.write_bytes(f.content)
     nodes = {p["id"] for p in cluster_config["peers"]}
-    index, problem = copy.load(nodes)
+    index, problem, _ = copy.load(nodes)
     assert problem is None
     expected = {u["name"]: u["node"] for u in report["uploads"] if u["node"] in nodes}
     assert expected and {name: index.get(name) for name in expected} == expected

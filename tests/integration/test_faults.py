@@ -494,8 +494,8 @@ def test_a_restarted_follower_resumes_the_index_where_it_was(make_cluster) -> No
     assert code == 201, body
     copy = IndexFile(c.shared_dir(1))
     deadline = time.monotonic() + 10
-    while not {"while-down.png", "after.png"} <= copy.load({1, 2, 3})[0].keys():
+    while not {"while-down.png", "after.png"} <= copy.load({1, 2, 3}).index.keys():
         assert time.monotonic() < deadline, copy.path.read_text()[-2000:]
         time.sleep(0.1)
     assert index_fetches(c, 1) == 0  # followed on from where it was, changes only
-    assert len(copy.load({1, 2, 3})[0]) == 5
+    assert len(copy.load({1, 2, 3}).index) == 5

@@ -77,6 +77,13 @@ def test_a_node_with_another_secret_cannot_join(make_cluster) -> None:  # type: 
     time.sleep(1.0)
     assert c.leaders([1, 2]) == {1: 2, 2: 2}
     assert "bad peer signature" in c.wait_log(1, "bad peer signature")
+    # Node 3 leads itself, but every peer refuses it: unhealthy, and it says why. Nodes 1 and
+    # 2, which believe each other, stay healthy although node 3 refuses them too.
+    code, body = c.request(3, "GET", "/healthz")
+    assert code == 503, body
+    assert set(orjson.loads(body)["refused_by"]) == {"1", "2"}, body
+    assert b"bad peer signature" in body
+    assert [c.request(n, "GET", "/healthz")[0] for n in (1, 2)] == [200, 200]
 
 
 def test_uploads_need_the_client_token_when_one_is_set(make_cluster) -> None:  # type: ignore[no-untyped-def]

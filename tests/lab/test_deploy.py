@@ -61,6 +61,16 @@ def test_preflight_refuses_a_cluster_wide_setting_set_for_one_host(tmp_path: Pat
     assert "PLAY [Install and start" not in out
 
 
+def test_preflight_refuses_settings_that_the_deploy_writes_itself() -> None:
+    """shared_dir in cloud_p2p_settings would override cloud_p2p_shared_dir in config.json,
+    past the check that guards a node's images; peers would override the inventory."""
+    settings = '{"cloud_p2p_settings": {"shared_dir": "/srv/x", "peers": [], "heartbeat_ms": 200}}'
+    rc, out, _ = playbook("playbooks/deploy.yml", "-e", settings)
+    assert rc != 0
+    assert "cloud_p2p_settings sets peers and shared_dir, which the deploy writes itself" in out
+    assert "PLAY [Install and start" not in out
+
+
 def test_check_mode_reports_changes_without_making_them() -> None:
     rc, out, _ = playbook("playbooks/deploy.yml", "--check", "--diff")
     assert rc == 0, out[-3000:]

@@ -5,6 +5,7 @@ earlier in the run)."""
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -124,9 +125,10 @@ def test_a_new_shared_dir_is_refused_while_the_old_one_holds_images() -> None:
     from nodesvc.stress import make_png_parts, tagged_png
 
     old, new = "/var/lib/cloud-p2p/shared_images", "/var/lib/cloud-p2p/images-moved"
-    parts = make_png_parts(2000)
-    for i in range(6):
-        assert put_image(1 + i % 3, f"shared-dir-{i}.png", tagged_png(parts, str(i))) in (200, 201)
+    parts, run = make_png_parts(2000), os.urandom(4).hex()
+    names = [f"shared-dir-{run}-{i}.png" for i in range(6)]  # new on every run: 201
+    for i, name in enumerate(names):
+        assert put_image(1 + i % 3, name, tagged_png(parts, str(i))) == 201
     counts = on_each(f"find {old} -maxdepth 1 -type f -not -name '.*' | wc -l")
     rc, out, _ = playbook("playbooks/deploy.yml", "-e", f"cloud_p2p_shared_dir={new}")
     assert rc != 0
@@ -139,7 +141,7 @@ def test_a_new_shared_dir_is_refused_while_the_old_one_holds_images() -> None:
                           "-e", f"cloud_p2p_shared_dir={new}",
                           "-e", "cloud_p2p_preflight_allow_new_shared_dir=true")
     assert rc == 0 and f"images in {old}" not in out, out[-3000:]
-    assert "Read the deployed config (the image directory it names)" in out, out[-3000:]
+    assert "Note where this host keeps its images now" in out, out[-3000:]  # the check ran
 
     # What the message says: stop, move, deploy (and back again, for the tests after this one).
     for src, dst, extra in [(old, new, ["-e", f"cloud_p2p_shared_dir={new}"]), (new, old, [])]:
@@ -148,5 +150,5 @@ def test_a_new_shared_dir_is_refused_while_the_old_one_holds_images() -> None:
         assert rc == 0, out[-3000:]
         assert "cluster ready: leader is node 3 on every node" in out
         assert on_each(f"find {dst} -maxdepth 1 -type f -not -name '.*' | wc -l") == counts
-        for i in range(6):  # acknowledged before the move, served after it
-            assert put_image(1 + i % 3, f"shared-dir-{i}.png", tagged_png(parts, str(i))) == 200
+        for i, name in enumerate(names):  # acknowledged before the move, served after it
+            assert put_image(1 + i % 3, name, tagged_png(parts, str(i))) == 200

@@ -39,7 +39,7 @@ def test_what_was_written_is_read_back(tmp_path: Path) -> None:
             index[name] = holder
         copy.changed(name, holder)
         save(copy, f, index)  # one line at a time, appended
-    assert f.load(NODES) == (index, None) == ({"b.png": 1, "c.png": 3}, None)
+    assert f.load(NODES) == (index, None, None) == ({"b.png": 1, "c.png": 3}, None, None)
     assert len(f.path.read_bytes().splitlines()) == 4
 
 
@@ -51,7 +51,7 @@ def test_a_replaced_index_is_written_whole_and_drops_the_changes_before(tmp_path
     batch = copy.take({"new.png": 3})
     assert batch == Snapshot({"new.png": 3})
     f.write(batch)
-    assert f.load(NODES) == ({"new.png": 3}, None)
+    assert f.load(NODES) == ({"new.png": 3}, None, None)
     assert len(f.path.read_bytes().splitlines()) == 1
 
 
@@ -65,7 +65,7 @@ def test_many_changes_are_compacted_into_a_snapshot(tmp_path: Path) -> None:
         save(copy, f, index)
     lines = f.path.read_bytes().splitlines()
     assert len(lines) <= 6 and lines[0].startswith(b'{"index"')
-    assert f.load(NODES) == (index, None)
+    assert f.load(NODES) == (index, None, None)
 
 
 def test_a_torn_last_line_keeps_what_came_before_and_says_so(tmp_path: Path) -> None:
@@ -74,7 +74,7 @@ def test_a_torn_last_line_keeps_what_came_before_and_says_so(tmp_path: Path) -> 
     f.write([("b.png", 2)])
     with open(f.path, "ab") as out:
         out.write(b'["c.pn')  # power cut in the middle of a write
-    index, problem = f.load(NODES)
+    index, problem, _ = f.load(NODES)
     assert index == {"a.png": 1, "b.png": 2}
     assert problem is not None and "line 3" in problem
 
@@ -84,13 +84,13 @@ def test_names_on_nodes_no_longer_in_the_config_and_bad_entries_are_left_out(
     f = IndexFile(tmp_path)
     f.write(Snapshot({"a.png": 1, "b.png": 4}))
     f.write([("c.png", 5), ("../etc.png", 2), ("d.png", 2)])
-    assert f.load(NODES) == ({"a.png": 1, "d.png": 2}, None)
+    assert f.load(NODES) == ({"a.png": 1, "d.png": 2}, None, None)
 
 
 def test_no_file_is_an_empty_index_and_a_failed_write_rewrites_it_whole(
         tmp_path: Path) -> None:
     f = IndexFile(tmp_path / "missing")
-    assert f.load(NODES) == ({}, None)
+    assert f.load(NODES) == ({}, None, None)
     copy = IndexCopy()
     copy.take({})
     copy.changed("a.png", 1)
@@ -115,17 +115,24 @@ def test_a_follower_reads_back_where_it_was_in_its_leaders_log(tmp_path: Path) -
     copy, f = IndexCopy(), IndexFile(tmp_path)
     index = {"a.png": 1}
     f.write(copy.take(index, Followed("e1", 7)))  # a leader's snapshot just loaded
-    f.load(NODES)
-    assert f.follows == Followed("e1", 7)
+    assert f.load(NODES).follows == Followed("e1", 7)
     index["b.png"] = 2
     copy.changed("b.png", 2)
     copy.followed("e1", 8)
+    copy.followed("e1", 9)  # a batch with no change to the index: only the newer one counts
+    batch = copy.take(index)
+    assert batch == [("b.png", 2), Followed("e1", 9)]
+    f.write(batch)
+    index["b.png"] = 3
+    copy.changed("b.png", 3)
+    copy.followed("e1", 10)
     save(copy, f, index)
-    assert f.load(NODES) == ({"a.png": 1, "b.png": 2}, None) and f.follows == Followed("e1", 8)
+    assert f.load(NODES) == ({"a.png": 1, "b.png": 3}, None, Followed("e1", 10))
     with f.path.open("ab") as torn:  # a crash in the middle of the next batch
-        torn.write(b'["c.png", 3]\n{"follows": ["e1", 9')
-    assert f.load(NODES)[0] == {"a.png": 1, "b.png": 2, "c.png": 3}
-    assert f.follows == Followed("e1", 8)  # (replaying c.png from 8 sets it again)
+        torn.write(b'["c.png", 3]\n{"follows": ["e1", 11')
+    index_read, problem, follows = f.load(NODES)
+    assert index_read == {"a.png": 1, "b.png": 3, "c.png": 3} and problem is not None
+    assert follows == Followed("e1", 10)  # (replaying c.png from 10 sets it again)
     copy.replaced()  # this node leads now: its index is its own
     f.write(copy.take(index, None))
-    assert f.load(NODES) == (index, None) and f.follows is None
+    assert f.load(NODES) == (index, None, None)
