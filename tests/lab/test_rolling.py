@@ -1,9 +1,12 @@
 """A changed deployment, re-deployed under load, restarts the nodes one at a time: no client
-sees a failed upload and nothing is lost. Leaves the lab on the standard settings."""
+sees a failed upload and nothing is lost. Leaves the changed setting in place (a deploy back
+would cost 40 s of CI): the infra tests read each host's own config.json, and every later
+deploy writes the standard settings again."""
 
 from __future__ import annotations
 
 import itertools
+import json
 
 import pytest
 
@@ -34,10 +37,12 @@ def test_a_changed_deployment_rolls_one_node_at_a_time_under_load() -> None:
     from nodesvc.loadgen import BackgroundLoad
 
     wait_settled()
+    config = json.loads(hosts.ssh(node_hosts()[0], "cat /etc/cloud-p2p/config.json").stdout)
+    limit = 33554433 if config.get("max_image_bytes") != 33554433 else 33554434  # a change
     with BackgroundLoad(peers(), "roll", concurrency=4) as load:
         load.wait_for(50)
         rc, out, took = playbook("playbooks/deploy.yml", "-e",
-                                 '{"cloud_p2p_settings": {"max_image_bytes": 33554433}}')
+                                 json.dumps({"cloud_p2p_settings": {"max_image_bytes": limit}}))
         load.wait_for(len(load.records) + 50)
     assert rc == 0, out[-3000:]
     handler = out.split("RUNNING HANDLER [cloud_p2p_service : Restart cloud-p2p]", 1)[1]
@@ -50,6 +55,3 @@ def test_a_changed_deployment_rolls_one_node_at_a_time_under_load() -> None:
     assert load.failures() == [], [r.result for r in load.failures()[:3]]
     assert audit_until_clean(load.records, "roll") == []
     print(f"rolling re-deploy under load: {took:.1f}s, {len(load.records)} uploads, 0 failed")
-    rc, out, _ = playbook("playbooks/deploy.yml")  # back to the standard settings
-    assert rc == 0, out[-3000:]
-    wait_settled()
