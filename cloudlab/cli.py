@@ -14,7 +14,7 @@ from cloudlab import hosts, image, inventory, network
 from cloudlab.plan import STATE_DIR, SUBNET, HostPlan, gateway
 from cloudlab.plan import hosts as plan_hosts
 
-TOOLS = {"systemd-nspawn": "systemd-container", "debootstrap": "debootstrap",
+TOOLS = {"systemd-nspawn": "systemd-container", "mmdebstrap": "mmdebstrap",
          "ip": "iproute2", "ssh": "openssh-client"}
 
 

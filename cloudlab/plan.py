@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 STATE_DIR = Path("/var/lib/cloud-p2p-lab")       # per-host root filesystems, PIDs, logs, key
-CACHE_DIR = Path("/var/cache/cloud-p2p-lab")     # the debootstrapped image, reused by every up
+CACHE_DIR = Path("/var/cache/cloud-p2p-lab")     # the built image, reused by every up
 SUBNET = ipaddress.IPv4Network("10.213.0.0/24")  # the lab's own; nothing else is routed there
 BRIDGE = "cp2p-br0"
 MAX_HOSTS = 9
