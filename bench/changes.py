@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import shutil
 import statistics
 import subprocess
 import sys
@@ -55,6 +56,22 @@ def parse_cells(text: str) -> list[tuple[str, int]]:
     return cells
 
 
+def _give_venvs_pip(full: str) -> None:
+    """Revisions before e72ccf0 install with the venv's own pip; later ones make the venv
+    without pip (they run the wheelhouse's). Going back to an older revision: add pip."""
+    from cloudlab.cli import node_hosts
+    from cloudlab.hosts import ssh
+
+    tasks = subprocess.run(["git", "show", f"{full}:roles/cloud_p2p_install/tasks/venv.yml"],
+                           cwd=ROOT, capture_output=True, text=True).stdout
+    if "/bin/pip\"" not in tasks:
+        return
+    venv = "/opt/cloud-p2p/venv"
+    for h in node_hosts():
+        ssh(h, f"test ! -x {venv}/bin/python || test -x {venv}/bin/pip "
+               f"|| {venv}/bin/python -m ensurepip --default-pip >/dev/null")
+
+
 def deploy_revision(rev: str, workdir: Path) -> str:
     """Check `rev` out under `workdir` and deploy it to the lab; return its full hash."""
     full = subprocess.run(["git", "rev-parse", "--verify", f"{rev}^{{commit}}"], cwd=ROOT,
@@ -63,11 +80,18 @@ def deploy_revision(rev: str, workdir: Path) -> str:
     subprocess.run(["git", "worktree", "add", "--detach", "--force", str(tree), full],
                    cwd=ROOT, check=True, capture_output=True)
     try:
+        # One cluster secret for every revision: a worktree would generate its own, and the
+        # first node restarted with it is refused by the others (503 on /healthz: the
+        # rolling restart stops).
+        if (ROOT / "secrets").is_dir():
+            shutil.copytree(ROOT / "secrets", tree / "secrets", dirs_exist_ok=True)
+        _give_venvs_pip(full)
         r = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i",
                             str(INVENTORY), "playbooks/deploy.yml"], cwd=tree,
                            capture_output=True, text=True)
         if r.returncode != 0:
             raise RuntimeError(f"deploy of {rev} failed:\n{r.stdout[-2000:]}")
+        shutil.copytree(tree / "secrets", ROOT / "secrets", dirs_exist_ok=True)
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT,
                        capture_output=True)
