@@ -16,6 +16,7 @@ import hmac
 import logging
 import signal
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
@@ -501,11 +502,11 @@ class Node:
         for name, holder in seed.items():
             if holder not in asked:  # a node that could not be asked: it still holds these
                 self.index.setdefault(name, holder)
-        for pid in set(reported) - asked:  # not asked: what the seed says it holds
-            reported[pid] = max(reported[pid], sum(h == pid for h in self.index.values()))
         for pid, names in sorted(missing.items()):
             _say_lost(self.id, pid, sorted(names))
-        self.placement.seed(reported)
+        # (The index counts what was placed while we were asking, and the names a node not
+        # asked holds.)
+        self.placement.seed(reported, Counter(self.index.values()))
         self.changes.restart()  # followers fetch this index whole, then follow its changes
         self.index_copy.replaced()
         self.index_ready.set()
@@ -517,7 +518,8 @@ class Node:
         # Once per term led: a second line means another node claimed the same term (nodes
         # started together) or led meanwhile, and the index was learnt again.
         log.info("[Node %d] leader index ready (term %d): %d images, loads %s", self.id,
-                 self.election.term, len(self.index), dict(sorted(reported.items())))
+                 self.election.term, len(self.index),
+                 {n: self.placement.count(n) for n in sorted(reported)})
         if duplicates:
             self._spawn(self._resolve_duplicates(duplicates))
 

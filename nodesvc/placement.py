@@ -17,9 +17,14 @@ class Placement:
     # Reservations whose upload is still under way (part of `assigned` until settled).
     pending: dict[int, int] = field(default_factory=dict)
 
-    def seed(self, reported: Mapping[int, int]) -> None:
-        """Start from the nodes' own reports (a new leader)."""
-        self.assigned = dict(reported)
+    def seed(self, reported: Mapping[int, int], held: Mapping[int, int] | None = None) -> None:
+        """Start from the nodes' own reports (a new leader), and from `held`, what the
+        leader's index says each node holds. A leader that re-learns the index goes on
+        placing meanwhile: its reports were read before those placements, the index and the
+        reservations still under way were not, so a node is never counted below them."""
+        held = held or {}
+        self.assigned = {n: max(reported.get(n, 0), held.get(n, 0) + self.pending.get(n, 0))
+                         for n in set(reported) | set(held) | set(self.pending)}
 
     def observe(self, node: int, reported: int) -> None:
         """A node reported its load; never count below what it really holds."""

@@ -38,6 +38,24 @@ def test_a_new_leader_seeded_from_reports_feeds_the_lagging_node() -> None:
     assert picks == [3] * 30
 
 
+def test_a_reseeded_leader_counts_what_it_placed_while_relearning() -> None:
+    """A leader re-learns the index (another node claimed its term) while it goes on placing:
+    the reports it seeds from were read before the placements it made meanwhile. (Seeding
+    from the reports alone sent the second and third of three uploads to nodes 1 and 2.)"""
+    p = Placement()
+    p.seed({1: 0, 2: 0, 3: 0})
+    p.reserve(1)
+    p.confirm(1)  # one.png stored on node 1, in the index
+    p.reserve(2)  # two.png under way to node 2, not in the index yet
+    p.seed({1: 0, 2: 0, 3: 0}, held={1: 1})
+    assert (p.count(1), p.count(2), p.count(3)) == (1, 1, 0)
+    assert p.choose([1, 2, 3]) == 3
+    p.confirm(2)
+    assert p.recorded(2) == 1
+    p.seed({1: 5, 2: 0, 3: 0}, held={1: 1, 2: 1})  # a report above the index wins
+    assert (p.count(1), p.count(2), p.count(3)) == (5, 1, 0)
+
+
 def test_observe_never_lowers_and_release_undoes_reserve() -> None:
     p = Placement({1: 10})
     p.observe(1, 4)
