@@ -128,6 +128,25 @@ def flush_disk() -> None:
     sh(existing_hosts()[0], "sync", timeout=600)
 
 
+def timed_flush() -> float:
+    """Seconds the lab's disk takes to write out what the cell before left dirty (a `sync`,
+    timed on the host): nothing much after cloud-p2p with fsync, whose answers come after the
+    flush; what nginx (and cloud-p2p without fsync) acknowledged but left in memory."""
+    r = hosts.ssh(existing_hosts()[0],
+                  "s=$(date +%s%N); sync; e=$(date +%s%N); echo $((e - s))", timeout=600)
+    if r.returncode != 0:
+        raise RuntimeError(f"timed sync failed: {r.stderr.strip()[-300:]}")
+    return int(r.stdout.strip()) / 1e9
+
+
+def durable_rate(ok: int, rps: float, writeback_s: float) -> float:
+    """Uploads per second counting the write-back a cell left behind: its `ok` uploads over
+    the cell's own time plus the time until they were on the disk."""
+    if ok <= 0 or rps <= 0:
+        return 0.0
+    return round(ok / (ok / rps + writeback_s), 1)
+
+
 def free_gib() -> float:
     """Free space where the lab's hosts keep images (one disk for all of them)."""
     r = hosts.ssh(existing_hosts()[0], "df --output=avail -B1M /var/lib | tail -1", timeout=30)
@@ -263,19 +282,22 @@ def limit_rps(system: str, size: int, limits: dict[str, Any]) -> float:
 
 def add_ratios(rows: list[dict[str, Any]], limits: dict[str, Any] | None) -> None:
     """ratio_to_peer (same size, clients and generator, the peer's row measured next to this
-    one if there is one, else its first; None without a peer row) and, with limits,
-    limit_rps and ratio_to_limit."""
-    peer: dict[tuple[Any, ...], float] = {}
+    one if there is one, else its first; None without a peer row), the same for the rates
+    counting the write-back left behind (durable_ratio_to_peer, where both rows have one),
+    and, with limits, limit_rps and ratio_to_limit."""
+    peer: dict[tuple[Any, ...], dict[str, Any]] = {}
     for r in rows:
         if r["system"] == PEER_SYSTEM:
             cell = (r["size"], r["clients"], r["generator"])
-            peer.setdefault(cell, r["rps"])
-            peer[(*cell, r.get("paired_with"))] = r["rps"]
+            peer.setdefault(cell, r)
+            peer[(*cell, r.get("paired_with"))] = r
     for r in rows:
         cell = (r["size"], r["clients"], r["generator"])
-        base = r["rps"] if r["system"] == PEER_SYSTEM \
+        base = r if r["system"] == PEER_SYSTEM \
             else peer.get((*cell, r["system"]), peer.get(cell))
-        r["ratio_to_peer"] = round(r["rps"] / base, 2) if base else None
+        r["ratio_to_peer"] = round(r["rps"] / base["rps"], 2) if base and base["rps"] else None
+        if base and base.get("durable_rps") and r.get("durable_rps") is not None:
+            r["durable_ratio_to_peer"] = round(r["durable_rps"] / base["durable_rps"], 2)
         if limits is not None:
             r["limit_rps"] = round(limit_rps(r["system"], SIZES[r["size"]], limits), 1)
             r["ratio_to_limit"] = round(r["rps"] / r["limit_rps"], 3) if r["limit_rps"] else None
@@ -309,10 +331,13 @@ def run_cell(system: str, address: tuple[str, int], size_name: str, clients: int
         cell = run_wrk(host, port, size, clients, wrk_seconds, tag, token)
     else:
         cell = asyncio.run(drive(host, port, size, clients, REQUESTS[size_name], tag, token))
+    cell["writeback_s"] = round(timed_flush(), 3)
+    cell["durable_rps"] = durable_rate(int(cell["ok"]), cell["rps"], cell["writeback_s"])
     print(f"{system:20} {size_name:>6} x{clients:<3} {generator:>6} "
           f"{cell['rps']:>8.1f} req/s {cell['mib_s']:>7.1f} MiB/s "
           f"p50 {cell['p50_ms']:>7.2f} ms p99 {cell['p99_ms']:>8.2f} ms "
-          f"failed {cell['failed']}", flush=True)
+          f"failed {cell['failed']}; write-back after {cell['writeback_s']:.2f} s, "
+          f"{cell['durable_rps']:.1f} durable/s", flush=True)
     return {"system": system, "size": size_name, "clients": clients, "generator": generator,
             **cell}
 

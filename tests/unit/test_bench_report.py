@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.compare import PEER_SYSTEM, add_ratios
+from bench.compare import PEER_SYSTEM, add_ratios, durable_rate
 
 
 def row(system: str, rps: float, paired_with: str | None = None) -> dict[str, Any]:
@@ -36,3 +36,20 @@ def test_limits_are_the_disk_for_fsync_and_tcp_for_the_rest() -> None:
     add_ratios(rows, limits)
     assert rows[0]["limit_rps"] == 800.0 and rows[0]["ratio_to_limit"] == 0.5
     assert rows[1]["limit_rps"] == 16384.0
+
+
+def test_the_durable_rate_counts_the_write_back_left_behind() -> None:
+    assert durable_rate(ok=1000, rps=500.0, writeback_s=0.0) == 500.0  # already on disk
+    assert durable_rate(ok=1000, rps=500.0, writeback_s=2.0) == 250.0  # 2 s + 2 s
+    assert durable_rate(ok=0, rps=0.0, writeback_s=1.0) == 0.0
+
+
+def test_durable_rates_are_compared_with_the_peer_beside_them() -> None:
+    ours = row("cloud-p2p fsync", 300) | {"durable_rps": 300.0}
+    peer = row(PEER_SYSTEM, 450, "cloud-p2p fsync") | {"durable_rps": 200.0}
+    old = row("cloud-p2p no-fsync", 400)  # a report from before the write-back was timed
+    rows = [ours, peer, old, row(PEER_SYSTEM, 500, "cloud-p2p no-fsync")]
+    add_ratios(rows, None)
+    assert ours["ratio_to_peer"] == 0.67 and ours["durable_ratio_to_peer"] == 1.5
+    assert peer["durable_ratio_to_peer"] == 1.0
+    assert "durable_ratio_to_peer" not in old
