@@ -29,8 +29,11 @@ Every row gets ratio_to_peer (rps over haproxy+nginx's measured next to it: same
 generator) and, when
 reports/lab-limits.json exists, limit_rps and ratio_to_limit: the raw TCP rate for that image
 size, and for cloud-p2p fsync also the disk's durable write rate (best of 1, 8 and 64
-writers), whichever is lower. After deploying cloud-p2p with fsync it also measures the
-node's store against the disk in the same run (bench.lab_limits --store).
+writers), whichever is lower. Every cell ends with a timed `sync` (writeback_s: what it
+acknowledged but left in memory, nginx's whole business) and gets durable_rps, its uploads
+over the cell's time plus that write-back, and durable_ratio_to_peer. After deploying
+cloud-p2p with fsync it also measures the node's store against the disk in the same run
+(bench.lab_limits --store).
 Writes reports/compare.json and a chart next to it (reports/compare.png, bench/chart.py).
 """
 
