@@ -316,16 +316,23 @@ def format_status(peers: dict[int, Peer], infos: dict[int, dict[str, object] | s
     return "\n".join(lines)
 
 
+def healthy(infos: dict[int, dict[str, object] | str]) -> bool:
+    """Every node answers, all name the same leader, and all run the same config (a node
+    with other settings, e.g. a half-done deploy, says CONFIG MISMATCH)."""
+    up = [i for i in infos.values() if isinstance(i, dict)]
+    leaders = {i.get("leader") for i in up}
+    hashes = {i.get("config_hash") for i in up}
+    return (len(up) == len(infos) and len(leaders) == 1 and None not in leaders
+            and len(hashes) == 1 and not any(i.get("config_mismatch") for i in up))
+
+
 async def _status_cmd(cluster: Cluster, args: argparse.Namespace) -> int:
-    """0: every node answers and all name the same leader; 1: a node does not answer, or the
-    nodes do not agree (Leader: NOT AGREED, e.g. a split brain)."""
+    """0: healthy(); 1: a node does not answer, the nodes do not agree on a leader
+    (Leader: NOT AGREED, e.g. a split brain), or their configs differ (CONFIG MISMATCH)."""
     infos = await cluster.status_all()
     await cluster.close()
     print(format_status(cluster.peers, infos))
-    up = [i for i in infos.values() if isinstance(i, dict)]
-    leaders = {i.get("leader") for i in up}
-    agreed = len(leaders) == 1 and None not in leaders
-    return 0 if len(up) == len(infos) and agreed else 1
+    return 0 if healthy(infos) else 1
 
 
 if __name__ == "__main__":

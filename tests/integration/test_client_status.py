@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import orjson
+
 from nodesvc.localcluster import LocalCluster
 
 EXE = str(Path(sys.executable).with_name("cloud-p2p-client"))
@@ -58,3 +60,22 @@ def test_status_exits_1_when_a_node_does_not_answer(cluster: LocalCluster) -> No
     wait_leaders(cluster, {2: 3, 3: 3})
     st = client_status(cluster.config_file)
     assert "Leader: node 3" in st.stdout and st.returncode == 1, st.stdout
+
+
+def test_status_exits_1_when_a_node_runs_another_config(
+        make_cluster: Callable[[], LocalCluster]) -> None:
+    """Node 3 runs with another heartbeat (a deploy that stopped half-way): every node is up
+    and all follow node 3, but the table says CONFIG MISMATCH and the exit code is 1, so a
+    monitoring check of the exit code sees it."""
+    c = make_cluster()
+    other = c.workdir / "other.json"
+    cfg = orjson.loads(c.config_file.read_bytes())
+    cfg["heartbeat_ms"] = 200
+    other.write_bytes(orjson.dumps(cfg))
+    c.start(1)
+    c.start(2)
+    c.start(3, {"CONFIG_FILE": str(other)})
+    wait_leaders(c, {1: 3, 2: 3, 3: 3})
+    st = client_status(c.config_file)
+    assert "Leader: node 3 (all reachable nodes agree)" in st.stdout, st.stdout
+    assert "MISMATCH" in st.stdout and st.returncode == 1, st.stdout
