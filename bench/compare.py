@@ -123,22 +123,18 @@ def wipe_stored() -> None:
     time.sleep(INODE_REUSE_WAIT)
 
 
-def flush_disk() -> None:
-    """Write out every dirty page of the lab's disk before a cell. nginx does not fsync, so
-    it leaves up to gigabytes behind; cloud-p2p's group commit flushes with syncfs(2), which
-    writes out every dirty page of the filesystem, so without this the first cell after the
-    peer's paid for the peer's data (p99 over a second, half the req/s)."""
-    sh(existing_hosts()[0], "sync", timeout=600)
-
-
-def timed_flush() -> float:
-    """Seconds the lab's disk takes to write out what the cell before left dirty (a `sync`,
-    timed on the host): nothing much after cloud-p2p with fsync, whose answers come after the
-    flush; what nginx (and cloud-p2p without fsync) acknowledged but left in memory."""
+def flush_disk() -> float:
+    """Write out every dirty page of the lab's disk (a `sync` on the host); the seconds it
+    took. Before a cell: nginx does not fsync, so it leaves up to gigabytes behind, and
+    cloud-p2p's group commit flushes with syncfs(2), which writes out every dirty page of the
+    filesystem, so without this the first cell after the peer's paid for the peer's data (p99
+    over a second, half the req/s). After a cell, the time is its write-back: nothing much
+    after cloud-p2p with fsync, whose answers come after the flush; what nginx (and cloud-p2p
+    without fsync) acknowledged but left in memory."""
     r = hosts.ssh(existing_hosts()[0],
                   "s=$(date +%s%N); sync; e=$(date +%s%N); echo $((e - s))", timeout=600)
     if r.returncode != 0:
-        raise RuntimeError(f"timed sync failed: {r.stderr.strip()[-300:]}")
+        raise RuntimeError(f"sync failed: {r.stderr.strip()[-300:]}")
     return int(r.stdout.strip()) / 1e9
 
 
@@ -334,7 +330,7 @@ def run_cell(system: str, address: tuple[str, int], size_name: str, clients: int
         cell = run_wrk(host, port, size, clients, wrk_seconds, tag, token)
     else:
         cell = asyncio.run(drive(host, port, size, clients, REQUESTS[size_name], tag, token))
-    cell["writeback_s"] = round(timed_flush(), 3)
+    cell["writeback_s"] = round(flush_disk(), 3)
     cell["durable_rps"] = durable_rate(int(cell["ok"]), cell["rps"], cell["writeback_s"])
     print(f"{system:20} {size_name:>6} x{clients:<3} {generator:>6} "
           f"{cell['rps']:>8.1f} req/s {cell['mib_s']:>7.1f} MiB/s "

@@ -288,15 +288,14 @@ async def _get_cmd(cluster: Cluster, args: argparse.Namespace) -> int:
 
 def format_status(peers: dict[int, Peer], infos: dict[int, dict[str, object] | str]) -> str:
     rows = [("NODE", "ADDRESS", "STATE", "ROLE", "LEADER", "TERM", "STORED", "CONFIG")]
-    hashes = {i.get("config_hash") for i in infos.values() if isinstance(i, dict)}
+    same_config = _configs_agree(infos)
     for node, info in sorted(infos.items()):
         addr = peers[node].address
         if isinstance(info, str):
             rows.append((str(node), addr, info, "-", "-", "-", "-", "-"))
             continue
         # On a mismatch each node's config hash shows which one is the odd one out.
-        cfg = "ok" if len(hashes) == 1 and not info.get("config_mismatch") \
-            else f"MISMATCH {str(info.get('config_hash'))[:8]}"
+        cfg = "ok" if same_config else f"MISMATCH {str(info.get('config_hash'))[:8]}"
         rows.append((str(node), addr, "up", str(info.get("role")), str(info.get("leader")),
                      str(info.get("term")), str(info.get("stored")), cfg))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -308,22 +307,33 @@ def format_status(peers: dict[int, Peer], infos: dict[int, dict[str, object] | s
             if isinstance(peer, dict) and peer.get("reachable") is False and peer.get("alive"):
                 lines.append(f"Link: node {node} cannot reach node {peer.get('id')}, "
                              "whose messages arrive (blocked in one direction?)")
-    leaders = {i.get("leader") for i in infos.values() if isinstance(i, dict)}
-    if len(leaders) == 1 and None not in leaders:
-        lines.append(f"\nLeader: node {leaders.pop()} (all reachable nodes agree)")
+    leader = _agreed_leader(infos)
+    if leader is not None:
+        lines.append(f"\nLeader: node {leader} (all reachable nodes agree)")
     else:
+        leaders = {i.get("leader") for i in infos.values() if isinstance(i, dict)}
         lines.append(f"\nLeader: NOT AGREED ({sorted(map(str, leaders))})")
     return "\n".join(lines)
+
+
+def _agreed_leader(infos: dict[int, dict[str, object] | str]) -> object | None:
+    """The leader every answering node names, or None (none named, or not the same one)."""
+    leaders = {i.get("leader") for i in infos.values() if isinstance(i, dict)}
+    return leaders.pop() if len(leaders) == 1 else None
+
+
+def _configs_agree(infos: dict[int, dict[str, object] | str]) -> bool:
+    """All answering nodes report one config hash and none sees a peer with another."""
+    up = [i for i in infos.values() if isinstance(i, dict)]
+    return len({i.get("config_hash") for i in up}) <= 1 \
+        and not any(i.get("config_mismatch") for i in up)
 
 
 def healthy(infos: dict[int, dict[str, object] | str]) -> bool:
     """Every node answers, all name the same leader, and all run the same config (a node
     with other settings, e.g. a half-done deploy, says CONFIG MISMATCH)."""
-    up = [i for i in infos.values() if isinstance(i, dict)]
-    leaders = {i.get("leader") for i in up}
-    hashes = {i.get("config_hash") for i in up}
-    return (len(up) == len(infos) and len(leaders) == 1 and None not in leaders
-            and len(hashes) == 1 and not any(i.get("config_mismatch") for i in up))
+    answering = all(isinstance(i, dict) for i in infos.values())
+    return answering and _agreed_leader(infos) is not None and _configs_agree(infos)
 
 
 async def _status_cmd(cluster: Cluster, args: argparse.Namespace) -> int:
