@@ -53,3 +53,28 @@ def test_durable_rates_are_compared_with_the_peer_beside_them() -> None:
     assert ours["ratio_to_peer"] == 0.67 and ours["durable_ratio_to_peer"] == 1.5
     assert peer["durable_ratio_to_peer"] == 1.0
     assert "durable_ratio_to_peer" not in old
+
+
+def test_the_cpu_split_adds_up_to_the_machine_and_counts_only_the_measured_servers() -> None:
+    from bench.cpu import CLOUD_P2P, CpuUse
+    from bench.split import JOURNALD, PEER_PROCESSES, split
+
+    use = CpuUse({1: (CLOUD_P2P, 0.4, 0.6), 2: (CLOUD_P2P, 0.2, 0.2),
+                  3: ("haproxy", 0.1, 0.1), 4: (JOURNALD, 0.05, 0.05)}, machine=3.0)
+    ours = split(use, 1000, (CLOUD_P2P,))
+    assert ours == {"user": 0.6, "kernel": 0.8, "journald": 0.1, "rest": 1.5,
+                    "machine": 3.0}
+    peer = split(use, 1000, PEER_PROCESSES)  # an idle cloud-p2p counts as the rest
+    assert (peer["user"], peer["kernel"], peer["rest"]) == (0.1, 0.1, 2.7)
+
+
+def test_the_gap_is_taken_part_by_part_against_the_peer() -> None:
+    from bench.split import gap
+
+    ours = {"rps": 1500.0, "cpu_ms": {"user": 0.4, "kernel": 0.5, "journald": 0.06,
+                                      "rest": 0.2, "machine": 1.16}}
+    peer = {"rps": 3000.0, "cpu_ms": {"user": 0.05, "kernel": 0.45, "journald": 0.0,
+                                      "rest": 0.1, "machine": 0.6}}
+    d = gap(ours, peer)
+    assert d == {"user": 0.35, "kernel": 0.05, "journald": 0.06, "rest": 0.1,
+                 "machine": 0.56, "ratio_to_peer": 0.5}
