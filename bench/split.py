@@ -7,12 +7,14 @@ logging and the rest of the machine, cell by cell, in one run.
 Needs a lab started with `cloudlab up --image bench` (nginx and HAProxy installed). For each
 durability it deploys cloud-p2p with it (bench.compare.deploy, a rolling re-deploy), sets the
 peer up (bench.compare.setup_peer) and runs every cell with wrk against both, cloud-p2p first,
-each cell on a written-out disk and followed by a timed `sync` (the write-back it left). The
+each cell on a written-out disk and followed by a timed `sync` (the write-back it left); the
+images stay (see bench.compare.make_room: they are wiped only when less than 30 GiB is free,
+and all eight default cells of both durabilities write about 50 GiB). The
 lab's hosts are containers on this machine, so every server process and journald is read
 from /proc (bench.cpu.measure); "rest" is whatever else the machine did meanwhile: wrk, the
 kernel's flusher and network threads, sshd.
 
-The machine is saturated in every cell, so uploads per second follow CPU per upload; the
+The machine is 85-100% busy in every cell, so uploads per second follow CPU per upload; the
 split says which part of the difference is the servers' user space (the interpreter, for
 cloud-p2p), which the kernel's work on their behalf (copies, the network path, the disk) and
 which the log lines journald stores.
@@ -131,9 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     for durability in args.durability:
         system = "cloud-p2p fsync" if durability == "fsync" else "cloud-p2p no-fsync"
-        make_room()
         deploy(durability)
         for size_name, clients in args.cells:
+            make_room()  # a 1 MiB cell pair writes about 8 GiB: wipe before the disk runs out
             rows.append(run_cell(system, leader_address(), size_name, clients, args.seconds,
                                  (CLOUD_P2P,)))
             peer = run_cell(PEER_SYSTEM, (lab[0].address, 8000), size_name, clients,
