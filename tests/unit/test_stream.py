@@ -131,3 +131,80 @@ def test_a_real_socket_round_trip_of_a_large_message() -> None:
         return answer
 
     assert asyncio.run(run()) == str(len(payload)).encode()
+
+
+def _run_on(loop_kind: str, coro_fn):  # type: ignore[no-untyped-def]
+    if loop_kind == "uvloop":
+        import uvloop
+        return uvloop.run(coro_fn())
+    return asyncio.run(coro_fn())
+
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+def test_read_into_fills_a_buffer_from_the_socket_and_then_reads_on_as_before(
+        loop_kind: str) -> None:
+    """What came before read_into is copied in, the rest is read into the buffer by the
+    transport itself, and the bytes after it (the next request) arrive as usual."""
+    body = bytes(range(256)) * 12288  # 3 MiB: many reads by the transport
+
+    async def run() -> tuple[bytes, bytearray, bytes, str]:
+        got: asyncio.Future[tuple[bytes, bytearray, bytes, str]] = \
+            asyncio.get_running_loop().create_future()
+
+        async def handler(reader: Connection, writer: Connection) -> None:
+            first = await reader.read(1000)
+            buffer = bytearray(len(body) - len(first))
+            n = await reader.read_into(memoryview(buffer), reader.loop.time() + 10)
+            assert n == len(buffer)
+            tail = b""
+            while len(tail) < 4:
+                tail += await reader.read(4)
+            protocol = type(reader.transport.get_protocol()).__name__  # type: ignore[union-attr]
+            got.set_result((first, buffer, tail, protocol))
+            writer.close()
+
+        server = await start_server(handler, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        conn = await open_connection("127.0.0.1", port)
+        conn.write(body + b"TAIL")
+        await conn.drain()
+        result = await asyncio.wait_for(got, 10)
+        conn.close()
+        server.close()
+        return result
+
+    first, buffer, tail, protocol = _run_on(loop_kind, run)
+    assert first + buffer == body
+    assert tail == b"TAIL"
+    assert protocol == "_ServerConnection"  # the connection has its protocol back
+
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+@pytest.mark.parametrize("sender", ["silent", "closes"])
+def test_read_into_times_out_when_the_sender_stops_and_returns_short_when_it_closes(
+        loop_kind: str, sender: str) -> None:
+    async def run() -> str:
+        got: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+        async def handler(reader: Connection, writer: Connection) -> None:
+            try:
+                n = await reader.read_into(memoryview(bytearray(1 << 20)),
+                                           reader.loop.time() + 0.3)
+                got.set_result(f"{n} bytes")
+            except TimeoutError:
+                got.set_result("timeout")
+
+        server = await start_server(handler, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        conn = await open_connection("127.0.0.1", port)
+        conn.write(b"x" * 300_000)
+        await conn.drain()
+        if sender == "closes":
+            assert conn.transport is not None
+            conn.transport.write_eof()
+        outcome = await asyncio.wait_for(got, 10)
+        conn.close()
+        server.close()
+        return outcome
+
+    assert _run_on(loop_kind, run) == ("timeout" if sender == "silent" else "300000 bytes")
