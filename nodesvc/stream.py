@@ -108,9 +108,7 @@ class Connection(asyncio.Protocol):
             self._chunks[0] = data[n:]
             data = data[:n]
         self._unread -= len(data)
-        if self._reading_paused and self._unread <= self._high // 2 and self.transport:
-            self._reading_paused = False
-            self.transport.resume_reading()
+        self._resume_if_drained()
         return data
 
     async def read_into(self, buffer: memoryview, deadline: float | None = None) -> int:
@@ -127,9 +125,7 @@ class Connection(asyncio.Protocol):
         assert self.transport is not None
         direct = _Direct(self, buffer, filled)
         self.transport.set_protocol(direct)
-        if self._reading_paused:  # (every byte received so far has been taken)
-            self._reading_paused = False
-            self.transport.resume_reading()
+        self._resume_if_drained()
         timer = None if deadline is None else self.loop.call_at(deadline, _expire, direct.done)
         try:
             await direct.done
@@ -154,7 +150,13 @@ class Connection(asyncio.Protocol):
                 self._chunks[0] = data[n:]
             filled += n
             self._unread -= n
+        self._resume_if_drained()
         return filled
+
+    def _resume_if_drained(self) -> None:
+        if self._reading_paused and self._unread <= self._high // 2 and self.transport:
+            self._reading_paused = False
+            self.transport.resume_reading()
 
     def at_eof(self) -> bool:
         return self._eof and not self._chunks

@@ -155,3 +155,36 @@ def test_a_large_body_is_received_into_one_buffer_and_the_next_request_still_par
     assert f"bytearray {len(large)} {hashlib.sha256(large).hexdigest()}".encode() in answer
     assert f"bytes 5 {hashlib.sha256(b'hello').hexdigest()}".encode() in answer
     assert answer.count(b"HTTP/1.1 200") == 2
+
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+def test_large_bodies_one_after_the_other_on_one_connection(loop_kind: str) -> None:
+    """Each answer comes before the next request is sent: a body that had arrived whole, past
+    the connection's high-water mark, before it was read must not leave reading paused (the
+    third request went unread)."""
+    large = b"x" * (1 << 20)
+
+    async def handler(request: Request) -> Response:
+        return Response(200, b"%d" % len(request.body))
+
+    async def run() -> list[bytes]:
+        server = HttpServer(handler, ServerLimits(max_body=4 << 20))
+        listener = await start_server(server.serve, "127.0.0.1", 0)
+        port = listener.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        answers = []
+        for _ in range(6):
+            writer.write(b"PUT /big HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n"
+                         % len(large) + large)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            answers.append(head.split(b"\r\n", 1)[0] + b" " + await reader.readexactly(7))
+        writer.close()
+        listener.close()
+        return answers
+
+    if loop_kind == "uvloop":
+        import uvloop
+        answers = uvloop.run(run())
+    else:
+        answers = asyncio.run(run())
+    assert answers == [b"HTTP/1.1 200 OK 1048576"] * 6
