@@ -36,11 +36,6 @@ from nodesvc.wire import (
 
 READ_SIZE = 256 * 1024
 SMALL = 16 * 1024  # bodies below this are copied behind their head: one write, not two
-# A body read whole with more than this still to come once its head is parsed is read
-# straight into one buffer of its size (Connection.read_into): no bytes object per read and
-# no join, two copies of every byte fewer. Below it, switching the transport's protocol there
-# and back costs more than the copies.
-DIRECT_READ = 256 * 1024
 
 
 @dataclass
@@ -142,38 +137,15 @@ class Body:
                 return
             yield event  # as the transport delivered it (see wire.Parser): passed on as it is
 
-    async def read(self) -> bytes | bytearray:
-        """The whole body, by the body deadline: bytes, or for a large body with a
-        Content-Length a bytearray it was received into."""
+    async def read(self) -> bytes:
+        """The whole body, by the body deadline."""
         self._start()
         chunks: list[bytes] = []
-        parser = self._parser
         while True:
-            if parser.raw_left >= DIRECT_READ and not parser.pending:
-                return await self._read_rest_into(chunks)
-            event = await _next_event(parser, self._reader, self._deadline)
+            event = await _next_event(self._parser, self._reader, self._deadline)
             if self._accept(event):
                 return _joined(chunks)
             chunks.append(event)
-
-    async def _read_rest_into(self, chunks: list[bytes]) -> bytearray:
-        """The body's pieces so far, then its raw rest read straight into the same buffer."""
-        left = self._parser.raw_left
-        if self.size + left > self._limits.max_body:
-            raise BodyTooLarge
-        body = bytearray(self.size + left)
-        view = memoryview(body)
-        pos = 0
-        for c in chunks:  # (self.size counts them)
-            view[pos:pos + len(c)] = c
-            pos += len(c)
-        got = await self._reader.read_into(view[pos:], self._deadline)
-        if got < left:
-            raise ProtocolError("connection closed mid-body")
-        self.size += left
-        self._parser.took_raw(left)
-        self._accept(self._parser.next_event())
-        return body
 
     def _start(self) -> None:
         if self.started:

@@ -108,55 +108,10 @@ class Connection(asyncio.Protocol):
             self._chunks[0] = data[n:]
             data = data[:n]
         self._unread -= len(data)
-        self._resume_if_drained()
-        return data
-
-    async def read_into(self, buffer: memoryview, deadline: float | None = None) -> int:
-        """Fill `buffer` with the next len(buffer) bytes: first with what was received
-        already, then straight from the socket (the transport reads into `buffer` itself: no
-        bytes object is made and nothing is copied in user space). Returns how many bytes
-        came: fewer only if the other side closed first. Raises the error that broke the
-        connection, or TimeoutError past the loop time `deadline`."""
-        filled = self._take_into(buffer)
-        if filled == len(buffer) or self._eof:
-            return filled
-        if self._error is not None:
-            raise self._error
-        assert self.transport is not None
-        direct = _Direct(self, buffer, filled)
-        self.transport.set_protocol(direct)
-        self._resume_if_drained()
-        timer = None if deadline is None else self.loop.call_at(deadline, _expire, direct.done)
-        try:
-            await direct.done
-        finally:
-            if timer is not None:
-                timer.cancel()
-            direct.give_back()
-        if self._error is not None and direct.filled < len(buffer):
-            raise self._error
-        return direct.filled
-
-    def _take_into(self, buffer: memoryview) -> int:
-        """Copy what was received and not yet read into `buffer`, up to its size."""
-        filled = 0
-        while self._chunks and filled < len(buffer):
-            data = self._chunks[0]
-            n = min(len(data), len(buffer) - filled)
-            buffer[filled:filled + n] = memoryview(data)[:n]
-            if n == len(data):
-                self._chunks.popleft()
-            else:
-                self._chunks[0] = data[n:]
-            filled += n
-            self._unread -= n
-        self._resume_if_drained()
-        return filled
-
-    def _resume_if_drained(self) -> None:
         if self._reading_paused and self._unread <= self._high // 2 and self.transport:
             self._reading_paused = False
             self.transport.resume_reading()
+        return data
 
     def at_eof(self) -> bool:
         return self._eof and not self._chunks
@@ -199,55 +154,6 @@ class Connection(asyncio.Protocol):
 
     async def wait_closed(self) -> None:
         await asyncio.shield(self._closed)
-
-
-class _Direct(asyncio.BufferedProtocol):
-    """The protocol of a connection while a body is read straight into a buffer
-    (Connection.read_into): the transport reads into the buffer's free part. Once it is
-    full, the connection takes its protocol back at once, before the transport can ask for
-    more room (an empty buffer would be a fatal error), so what follows goes to the
-    connection as usual. Everything but reading is passed on to the connection."""
-
-    def __init__(self, conn: Connection, buffer: memoryview, filled: int) -> None:
-        self.conn = conn
-        self.buffer = buffer
-        self.filled = filled
-        self.done: asyncio.Future[None] = conn.loop.create_future()
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self.buffer[self.filled:]
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self.filled += nbytes
-        if self.filled >= len(self.buffer):
-            self.give_back()
-            _settle(self.done)
-
-    def give_back(self) -> None:
-        transport = self.conn.transport
-        if transport is not None and transport.get_protocol() is self \
-                and not transport.is_closing():
-            transport.set_protocol(self.conn)
-
-    def eof_received(self) -> bool:
-        self.conn.eof_received()
-        _settle(self.done)
-        return True
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.conn.connection_lost(exc)
-        _settle(self.done)
-
-    def pause_writing(self) -> None:
-        self.conn.pause_writing()
-
-    def resume_writing(self) -> None:
-        self.conn.resume_writing()
-
-
-def _settle(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
 
 
 def _expire(waiter: asyncio.Future[None]) -> None:

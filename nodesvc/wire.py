@@ -129,36 +129,11 @@ class Parser:
             rest = data[self._raw_left:]
             self._raw_left = 0
         if not self._raw_left:
-            self._end_raw()
+            # llhttp still waits for the body it never saw: the next message gets a new one.
+            self._parser = self._new_llhttp()
+            self._events.append(End({}))
+            self._trailers = None
         return rest
-
-    @property
-    def raw_left(self) -> int:
-        """Body bytes of the current request still to come that llhttp will not see: once
-        the events before them are taken, the caller may read them itself (see took_raw)."""
-        return self._raw_left
-
-    @property
-    def pending(self) -> bool:
-        """Events are waiting to be taken."""
-        return bool(self._events)
-
-    def took_raw(self, n: int) -> None:
-        """The caller read `n` of the body's raw bytes itself, straight from the connection
-        (into a buffer of its own, with no copy here); at the body's end the End event
-        follows, as if they had been fed."""
-        if not 0 < n <= self._raw_left or self._events:
-            raise ValueError(f"took {n} raw body bytes of {self._raw_left} "
-                             f"with {len(self._events)} events untaken")
-        self._raw_left -= n
-        if not self._raw_left:
-            self._end_raw()
-
-    def _end_raw(self) -> None:
-        # llhttp still waits for the body it never saw: the next message gets a new one.
-        self._parser = self._new_llhttp()
-        self._events.append(End({}))
-        self._trailers = None
 
     def next_event(self) -> Event:
         """The next event, or NEED_DATA. Raises ProtocolError for a broken stream once the
