@@ -9,11 +9,6 @@ batch grows by itself as the load does.
 Results go back in one piece per batch: to an event loop (`commit`), one call scheduled on the
 loop resolves the whole batch's futures, instead of one cross-thread wake-up (and one
 concurrent.futures hand-over) per item; to a thread (`submit`), through a Future each.
-
-A commit in two halves (`finish`) runs as a pipeline: the first thread does the first half of
-batch N+1 while a second thread finishes batch N, in order. For the store, the halves are
-its two flushes (the data's, then the directory's): a write no longer waits for the batch
-before it to be named as well as flushed.
 """
 
 from __future__ import annotations
@@ -24,7 +19,7 @@ import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -35,27 +30,15 @@ Waiter = Future | asyncio.Future  # type: ignore[type-arg]
 
 
 class GroupCommit(Generic[T, R]):
-    """`commit(batch)` returns one result or exception per item, in order. With `finish`,
-    `commit(batch)` returns something to hand on and `finish(that)` returns the results, on
-    a thread of its own (the second stage of the pipeline)."""
+    """`commit(batch)` returns one result or exception per item, in order."""
 
-    def __init__(self, commit: Callable[[list[T]], object],
-                 max_batch: int = 256, name: str = "commit",
-                 finish: Callable[[Any], list[R | BaseException]] | None = None) -> None:
+    def __init__(self, commit: Callable[[list[T]], list[R | BaseException]],
+                 max_batch: int = 256, name: str = "commit") -> None:
         self._commit = commit
-        self._finish = finish
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue[tuple[T, Waiter] | object] = queue.SimpleQueue()
         self.batches = 0   # for metrics and tests: how many commits ran
         self.items = 0     # ... and how many items they carried
-        self._handoff: queue.SimpleQueue[tuple[list[tuple[T, Waiter]], object] | object] | None \
-            = None
-        self._finisher: threading.Thread | None = None
-        if finish is not None:
-            self._handoff = queue.SimpleQueue()
-            self._finisher = threading.Thread(target=self._run_finisher, name=f"{name}-2",
-                                              daemon=True)
-            self._finisher.start()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -73,12 +56,9 @@ class GroupCommit(Generic[T, R]):
         return await future
 
     def close(self) -> None:
-        """Commit what was submitted, then stop the threads."""
+        """Commit what was submitted, then stop the thread."""
         self._queue.put(_STOP)
         self._thread.join()
-        if self._handoff is not None and self._finisher is not None:
-            self._handoff.put(_STOP)  # after every batch the first thread handed on
-            self._finisher.join()
 
     def _run(self) -> None:
         stopping = False
@@ -101,32 +81,11 @@ class GroupCommit(Generic[T, R]):
     def _commit_batch(self, batch: list[tuple[T, Waiter]]) -> None:
         items = [item for item, _ in batch]
         try:
-            done = self._commit(items)
+            results: list[R | BaseException] = self._commit(items)
         except BaseException as exc:  # a bug in commit fails this batch, not the thread
-            self._settle_batch(batch, [exc] * len(items))
-            return
-        if self._handoff is not None:
-            self._handoff.put((batch, done))
-        else:
-            self._settle_batch(batch, done)  # type: ignore[arg-type]
-
-    def _run_finisher(self) -> None:
-        assert self._handoff is not None and self._finish is not None
-        while True:
-            got = self._handoff.get()
-            if got is _STOP:
-                return
-            batch, handed = got  # type: ignore[misc]
-            try:
-                results = self._finish(handed)
-            except BaseException as exc:  # a bug in finish fails this batch, not the thread
-                results = [exc] * len(batch)
-            self._settle_batch(batch, results)
-
-    def _settle_batch(self, batch: list[tuple[T, Waiter]],
-                      results: list[R | BaseException]) -> None:
+            results = [exc] * len(items)
         self.batches += 1
-        self.items += len(batch)
+        self.items += len(items)
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Waiter, R | BaseException]]] = {}
         for (_, waiter), result in zip(batch, results, strict=True):
             if isinstance(waiter, Future):

@@ -151,12 +151,8 @@ class Node:
         self.notifier = notifier or Notifier()
         self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="disk")
         # Every image write goes to this one thread, which writes and flushes in batches
-        # (one thread hop per write; the executor is for reads and index work). With fsync,
-        # a second thread names the flushed files and flushes the directory, so that the
-        # next batch's data flush overlaps this batch's directory flush.
-        self.committer: GroupCommit[Write, Stored] = (
-            GroupCommit(self.store.flush_batch, finish=self.store.name_batch)
-            if self.store.durable else GroupCommit(self.store.write_batch))
+        # (one thread hop per write; the executor is for reads and index work).
+        self.committer: GroupCommit[Write, Stored] = GroupCommit(self.store.write_batch)
         # Image name -> node holding it: the leader's own, a follower's copy of it (replica.py)
         self.index: dict[str, int] = {}
         self.index_ready = asyncio.Event()       # leader only: index synced after election

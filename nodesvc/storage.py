@@ -97,17 +97,6 @@ class Staged:
 
 
 @dataclass(frozen=True)
-class Flushed:
-    """A batch between its two halves (Store.flush_batch, Store.name_batch): each write's
-    result so far (None: staged, waiting for its name), the staged files, and the flush's
-    error if it failed."""
-
-    results: list[Stored | BaseException | None]
-    staged: list[Staged]
-    failure: OSError | None
-
-
-@dataclass(frozen=True)
 class Stored:
     name: str
     sha256: str
@@ -195,13 +184,9 @@ class Store:
     def write_batch(self, writes: list[Write]) -> list[Stored | BaseException]:
         """Stage and commit a batch in one go, on one thread (the group committer's step):
         one result per write, in order, Stored or the exception for that write."""
-        return self.name_batch(self.flush_batch(writes))
-
-    def flush_batch(self, writes: list[Write]) -> Flushed:
-        """The first half of write_batch: stage every write and make the staged bytes
-        durable. The committer runs it for batch N+1 while name_batch runs for batch N."""
         results: list[Stored | BaseException | None] = []
         staged: list[Staged] = []
+        slots: list[int] = []
         for w in writes:
             try:
                 r = self.stage(w.name, w.data, w.sha256)
@@ -211,16 +196,12 @@ class Store:
             if isinstance(r, Stored):
                 results.append(r)
             else:
+                slots.append(len(results))
                 results.append(None)
                 staged.append(r)
-        failure = self.sync(staged) if staged else None
-        return Flushed(results, staged, failure)
-
-    def name_batch(self, flushed: Flushed) -> list[Stored | BaseException]:
-        """The second half: give the flushed files their names and make the names durable;
-        one result per write of the batch, in order."""
-        named = iter(self.publish(flushed.staged, flushed.failure) if flushed.staged else [])
-        return [r if r is not None else next(named) for r in flushed.results]
+        for slot, result in zip(slots, self.commit(staged) if staged else [], strict=True):
+            results[slot] = result
+        return [r for r in results if r is not None]
 
     def stage(self, name: str, data: bytes, digest: str | None = None) -> Staged | Stored:
         """Step 1: write the bytes to a temporary file (not yet durable, not yet visible).
@@ -253,27 +234,14 @@ class Store:
         """Step 2, for a batch: durable data, then the final names, then a durable directory.
         One result per staged write, in order: Stored, or the exception for that write (a
         failed flush fails the whole batch; no image of it is acknowledged)."""
-        return self.publish(batch, self.sync(batch))
-
-    def sync(self, batch: list[Staged]) -> OSError | None:
-        """Make the batch's staged bytes durable; the error if that failed (then every
-        temporary file of the batch is removed)."""
+        results: list[Stored | BaseException] = []
         try:
             if self.durable:
                 self._sync_data(batch)
         except OSError as exc:
             for st in batch:
                 _unlink(st.tmp)
-            return exc
-        return None
-
-    def publish(self, batch: list[Staged], failure: OSError | None = None
-                ) -> list[Stored | BaseException]:
-        """Name the batch's flushed files and make the names durable (one directory fsync);
-        with the flush's `failure`, fail every write of the batch instead."""
-        if failure is not None:
-            return [_disk_error(failure)] * len(batch)
-        results: list[Stored | BaseException] = []
+            return [_disk_error(exc)] * len(batch)
         named = False
         for st in batch:
             try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -194,77 +193,3 @@ def test_write_batch_keeps_each_result_in_its_place(tmp_path: Path) -> None:
     assert isinstance(results[2], Stored) and not results[2].created
     assert isinstance(results[3], Stored) and results[3].name == "b.png"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png", "taken.png"]
-
-
-def test_with_two_halves_the_next_batch_starts_while_the_last_one_finishes() -> None:
-    finishing = threading.Event()
-    release = threading.Event()
-    firsts: list[list[int]] = []
-
-    def first_half(batch: list[int]) -> list[int]:
-        firsts.append(batch)
-        return batch
-
-    def second_half(batch: list[int]) -> list[int | BaseException]:
-        finishing.set()
-        release.wait(5)  # batch 1 is slow to finish ...
-        return [x * 10 for x in batch]
-
-    gc: GroupCommit[int, int] = GroupCommit(first_half, finish=second_half)
-    one = gc.submit(1)
-    assert finishing.wait(5)
-    two = gc.submit(2)
-    deadline = time.monotonic() + 5
-    while len(firsts) < 2 and time.monotonic() < deadline:
-        time.sleep(0.001)
-    assert firsts == [[1], [2]]  # ... and batch 2's first half ran meanwhile
-    assert not one.done() and not two.done()
-    release.set()
-    assert (one.result(5), two.result(5)) == (10, 20)
-    gc.close()
-    assert (gc.batches, gc.items) == (2, 2)
-
-
-def test_a_crashing_second_half_fails_its_batch_and_close_waits_for_the_rest() -> None:
-    def second_half(batch: list[int]) -> list[int | BaseException]:
-        if 1 in batch:
-            raise RuntimeError("boom")
-        return batch
-
-    gc: GroupCommit[int, int] = GroupCommit(lambda b: b, finish=second_half)
-    failed = gc.submit(1)
-    with pytest.raises(RuntimeError):
-        failed.result(5)
-    later = [gc.submit(i) for i in range(2, 40)]
-    gc.close()  # every batch handed on is finished before close returns
-    assert all(f.done() for f in later)
-    assert [f.result() for f in later] == list(range(2, 40))
-
-
-def test_a_flushed_batch_has_no_name_until_its_second_half(tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch
-                                                           ) -> None:
-    s = Store(tmp_path)
-    s.open()
-    s.write("taken.png", b"old")
-    writes = [storage.Write(f"n{i}.png", b"%d" % i, storage.sha256_hex(b"%d" % i))
-              for i in range(3)] + [storage.Write("taken.png", b"new",
-                                                  storage.sha256_hex(b"new"))]
-    flushed = s.flush_batch(writes)
-    visible = sorted(p.name for p in tmp_path.iterdir()
-                     if not p.name.startswith(storage.TMP_PREFIX))
-    assert visible == ["taken.png"]  # flushed, not named: a crash now leaves temporary files
-    results = s.name_batch(flushed)
-    assert [r.name for r in results[:3] if isinstance(r, Stored)] == ["n0.png", "n1.png",
-                                                                       "n2.png"]
-    assert isinstance(results[3], Conflict)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["n0.png", "n1.png", "n2.png",
-                                                          "taken.png"]
-
-    def failing_syncfs(fd: int) -> int:
-        raise OSError(5, "Input/output error")
-
-    monkeypatch.setattr(storage, "_syncfs", failing_syncfs)
-    flushed = s.flush_batch([storage.Write(f"f{i}.png", b"x") for i in range(2)])
-    assert all(isinstance(r, OSError) for r in s.name_batch(flushed))
-    assert not any(p.name.startswith(("f", storage.TMP_PREFIX)) for p in tmp_path.iterdir())
