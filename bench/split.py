@@ -117,9 +117,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--json", type=Path, default=ROOT / "reports" / "split.json")
     args = p.parse_args(argv)
-    args.durability = [d.strip() for d in args.durability.split(",") if d.strip()]
+    given = args.durability
+    args.durability = [d.strip() for d in given.split(",") if d.strip()]
     if not args.durability or set(args.durability) - {"fsync", "none"}:
-        p.error(f"--durability: a comma list of fsync and none, not {args.durability!r}")
+        p.error(f"--durability: a comma list of fsync and none, not {given!r}")
     return args
 
 
