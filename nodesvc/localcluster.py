@@ -137,6 +137,13 @@ class LocalCluster:
             time.sleep(0.02)
         raise TimeoutError(f"no agreed leader (expected {expected}) after {timeout}s: {seen}")
 
+    def count(self, node: int) -> int:
+        """How many images the node holds (names only: no file is read)."""
+        d = self.shared_dir(node)
+        if not d.is_dir():
+            return 0
+        return sum(1 for e in os.scandir(d) if e.is_file() and not e.name.startswith(".tmp-"))
+
     def files(self, node: int) -> dict[str, bytes]:
         d = self.shared_dir(node)
         if not d.is_dir():

@@ -118,13 +118,13 @@ def test_returning_higher_node_takes_over_without_losing_uploads(cluster: LocalC
         up.wait_for(60)
         cluster.start(3)
         assert cluster.wait_leader(3, timeout=5) == 3
-        at_return = [len(cluster.files(n)) for n in (1, 2, 3)]
+        at_return = [cluster.count(n) for n in (1, 2, 3)]
         # The new leader seeded its loads from what the nodes hold: it feeds node 3 (empty,
         # it was down) until the counts even out, instead of starting everyone from zero.
         deadline = time.monotonic() + 20
         counts = at_return
         while time.monotonic() < deadline:
-            counts = [len(cluster.files(n)) for n in (1, 2, 3)]
+            counts = [cluster.count(n) for n in (1, 2, 3)]
             if max(counts) - min(counts) <= 2:
                 break
             time.sleep(0.05)

@@ -193,3 +193,44 @@ def test_write_batch_keeps_each_result_in_its_place(tmp_path: Path) -> None:
     assert isinstance(results[2], Stored) and not results[2].created
     assert isinstance(results[3], Stored) and results[3].name == "b.png"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png", "taken.png"]
+
+
+def test_flushed_images_leave_the_page_cache_and_no_file_stays_open(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each image's cached pages are dropped, but only once its batch is flushed (dropping
+    dirty pages would lose nothing either, but would not drop them); every file is closed,
+    after a flush that worked and after one that failed."""
+    s = Store(tmp_path)
+    s.open()
+    events: list[str] = []
+    real_syncfs, real_fadvise = storage._syncfs, os.posix_fadvise
+    assert real_syncfs is not None
+
+    def syncfs(fd: int) -> int:
+        events.append("flush")
+        return int(real_syncfs(fd))
+
+    def fadvise(fd: int, offset: int, length: int, advice: int) -> None:
+        assert advice == os.POSIX_FADV_DONTNEED
+        events.append("drop")
+        real_fadvise(fd, offset, length, advice)
+
+    monkeypatch.setattr(storage, "_syncfs", syncfs)
+    monkeypatch.setattr(os, "posix_fadvise", fadvise)
+    open_before = len(os.listdir("/proc/self/fd"))
+    writes = [storage.Write(f"p{i}.png", b"%d" % i) for i in range(3)]
+    assert all(isinstance(r, Stored) for r in s.write_batch(writes))
+    assert events == ["flush", "drop", "drop", "drop"]
+    assert s.write("lone.png", b"one").created  # a batch of one: fsync, then drop
+    assert events[-1] == "drop"
+    assert len(os.listdir("/proc/self/fd")) == open_before
+
+    def failing_syncfs(fd: int) -> int:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(storage, "_syncfs", failing_syncfs)
+    results = s.write_batch([storage.Write(f"f{i}.png", b"x") for i in range(2)])
+    assert all(isinstance(r, OSError) for r in results)
+    assert len(os.listdir("/proc/self/fd")) == open_before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lone.png", "p0.png", "p1.png",
+                                                          "p2.png"]
