@@ -324,6 +324,7 @@ def run_cell(system: str, address: tuple[str, int], size_name: str, clients: int
     """One cell against one system; its row (printed as it is done)."""
     host, port = address
     size = SIZES[size_name]
+    make_room()  # the host's free space can shrink under a run: a full disk ended one
     flush_disk()
     tag = f"{system.split()[-1]}-{size_name}-{clients}-{generator}-{int(time.time())}"
     if generator == "wrk":

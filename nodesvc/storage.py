@@ -361,10 +361,11 @@ def _drop_cached(fd: int) -> None:
 
     An image just stored is seldom read again soon, and on a virtual machine writing into
     page-cache pages the guest has not used for a while costs far more than writing into
-    pages it has just freed: 2.7 ms of kernel time per 1 MiB file written and fsynced, 0.3 ms
-    when each file's pages are dropped after its fsync (measured here; docs/benchmarks.md).
-    Dropping them also keeps write-once images from pushing useful pages out of the cache.
-    The pages are clean (flushed), so this loses nothing; a later read comes from the disk."""
+    pages it has just freed: up to 2.7 ms of kernel time per 1 MiB file written and fsynced,
+    0.3 ms when each file's pages are dropped after its fsync (bench/probes/page_cache.py,
+    docs/benchmarks.md). Dropping them also keeps write-once images from pushing useful
+    pages out of the cache. The pages are clean (flushed), so this loses nothing; a later
+    read comes from the disk."""
     if fd < 0:
         return
     try:
