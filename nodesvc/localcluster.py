@@ -19,6 +19,8 @@ from pathlib import Path
 
 import orjson
 
+from nodesvc.storage import valid_name
+
 
 class LocalCluster:
     """Node processes started by us; stopped by their PIDs only."""
@@ -142,7 +144,7 @@ class LocalCluster:
         d = self.shared_dir(node)
         if not d.is_dir():
             return 0
-        return sum(1 for e in os.scandir(d) if e.is_file() and not e.name.startswith(".tmp-"))
+        return sum(1 for e in os.scandir(d) if e.is_file() and valid_name(e.name))
 
     def files(self, node: int) -> dict[str, bytes]:
         d = self.shared_dir(node)

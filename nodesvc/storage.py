@@ -368,12 +368,9 @@ def _drop_cached(fd: int) -> None:
     read comes from the disk."""
     if fd < 0:
         return
-    try:
+    with contextlib.suppress(OSError):  # only advice: a filesystem may keep its pages
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    except OSError:
-        pass  # only advice: a filesystem that takes none keeps its pages
-    finally:
-        os.close(fd)
+    _close(fd)
 
 
 def _close(fd: int) -> None:
