@@ -78,3 +78,22 @@ def test_the_gap_is_taken_part_by_part_against_the_peer() -> None:
     d = gap(ours, peer)
     assert d == {"user": 0.35, "kernel": 0.05, "journald": 0.06, "rest": 0.1,
                  "machine": 0.56, "ratio_to_peer": 0.5}
+
+
+def test_a_cell_given_twice_is_compared_with_its_own_peer_cell() -> None:
+    from bench.split import PEER_SYSTEM, add_gaps
+
+    def row(system: str, rps: float, paired: str | None = None) -> dict[str, object]:
+        r: dict[str, object] = {"system": system, "size": "64KiB", "clients": 10, "rps": rps,
+                                "cpu_ms": dict.fromkeys(("user", "kernel", "journald", "rest",
+                                                         "machine"), 1.0)}
+        if paired:
+            r["paired_with"] = paired
+        return r
+
+    ours = "cloud-p2p fsync"
+    rows = [row(ours, 1800), row(PEER_SYSTEM, 4500, ours),
+            row(ours, 1850), row(PEER_SYSTEM, 3700, ours)]
+    add_gaps(rows)
+    assert [r["gap"]["ratio_to_peer"] for r in rows if "gap" in r] == [0.4, 0.5]
+    assert "gap" not in rows[1] and "gap" not in rows[3]
