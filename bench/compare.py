@@ -253,7 +253,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.sizes = pick(args.sizes, SIZES, "sizes")
         args.systems = pick(args.systems, SYSTEMS, "systems")
         raw = args.clients or ",".join(map(str, CLIENTS))
-        args.clients = [int(c) for c in raw.split(",") if c.strip()]
+        # (once each: the ratios pair each cell with its peer cell by size and clients)
+        args.clients = list(dict.fromkeys(int(c) for c in raw.split(",") if c.strip()))
         if not args.clients or min(args.clients) < 1:
             raise ValueError(raw)
     except ValueError:

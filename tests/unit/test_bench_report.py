@@ -97,3 +97,9 @@ def test_a_cell_given_twice_is_compared_with_its_own_peer_cell() -> None:
     add_gaps(rows)
     assert [r["gap"]["ratio_to_peer"] for r in rows if "gap" in r] == [0.4, 0.5]
     assert "gap" not in rows[1] and "gap" not in rows[3]
+
+
+def test_compare_runs_a_client_count_given_twice_once() -> None:
+    from bench.compare import parse_args
+
+    assert parse_args(["--clients", "10,64,10"]).clients == [10, 64]
