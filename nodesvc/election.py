@@ -14,6 +14,10 @@ The rules, in short:
 - every pair of nodes exchanges a HEARTBEAT (and its ACK) every `heartbeat_ms`; a follower
   that hears nothing from its leader for `leader_timeout_ms` (or fails to reach it) starts an
   election.
+A node that was itself not running for a while (its event loop blocked on a large piece of
+work, the process paused, the machine swapping) does not count that time against its peers:
+the messages they sent meanwhile are still waiting in its sockets, and blaming them made a
+busy follower start election after election (see `_catch_up`).
 Heartbeats and their ACKs carry each node's stored count, so a new leader knows the real load
 at once. The ACK tells the sender all a heartbeat would, so a node does not send its own
 heartbeat to a peer whose heartbeat it answered less than `heartbeat_ms` ago: one exchange per
@@ -151,6 +155,7 @@ class Election:
     _warned_hash: set[int] = field(default_factory=set)
     _heartbeat_from: dict[int, float] = field(default_factory=dict)  # peer -> when it last sent one
     _unknown_said: dict[int, float] = field(default_factory=dict)  # unknown sender -> when logged
+    _last_event: float | None = None  # when this machine was last fed an event (see _catch_up)
 
     def __post_init__(self) -> None:
         self.peer_ids = sorted(p for p in self.peer_ids if p != self.node_id)
@@ -159,10 +164,11 @@ class Election:
     # ---- events -------------------------------------------------------------------------
 
     def start(self, now: float) -> list[Action]:
+        self._last_event = now
         return self._begin_election(now, reason="starting")
 
     def tick(self, now: float) -> list[Action]:
-        actions: list[Action] = []
+        actions: list[Action] = self._catch_up(now)
         for view in self.peers.values():
             if view.alive and (view.last_heard is None
                                or now - view.last_heard >= self.timings.leader_timeout):
@@ -219,7 +225,7 @@ class Election:
             return None, [Log(f"[Node {self.node_id}] ignoring messages from node {msg.sender}, "
                               "which is not in this node's config.json (a node taken out of "
                               "the cluster that still runs? stop or undeploy it)")]
-        actions = self._note(msg, now)
+        actions = self._catch_up(now) + self._note(msg, now)
         reply: Message | None = None
         if msg.kind is Kind.ELECTION:
             reply = self._message(Kind.ALIVE)
@@ -261,7 +267,7 @@ class Election:
         if view is None:
             return []
         view.alive = False
-        actions: list[Action] = []
+        actions: list[Action] = self._catch_up(now)
         if kind is Kind.ELECTION and peer in self._awaiting_alive:
             self._awaiting_alive.discard(peer)
             if not self._awaiting_alive and self.role is Role.CANDIDATE \
@@ -294,6 +300,34 @@ class Election:
                       if v.config_hash and v.config_hash != self.config_hash)
 
     # ---- internals ----------------------------------------------------------------------
+
+    def _catch_up(self, now: float) -> list[Action]:
+        """Don't count against the peers a time this node itself was not running.
+
+        The node feeds an event at least every heartbeat period (a heartbeat is always due
+        within one, see next_deadline). A longer gap means it was not running: its event
+        loop was blocked, or the process paused. Its peers' messages of that time are still
+        waiting in its sockets, to be read right after this event, so every live peer's
+        silence and every election wait is moved on by the part of the gap past one period.
+        A peer that really died is then noticed that much later, never sooner."""
+        last, self._last_event = self._last_event, now
+        if last is None:
+            return []
+        gap = now - last
+        if gap <= max(self.timings.heartbeat, self.timings.leader_timeout / 2):
+            return []
+        stalled = gap - self.timings.heartbeat
+        for view in self.peers.values():
+            if view.last_heard is not None:
+                view.last_heard += stalled
+        if self._election_deadline is not None:
+            self._election_deadline += stalled
+        if self._coordinator_deadline is not None:
+            self._coordinator_deadline += stalled
+        if gap < self.timings.leader_timeout:
+            return []
+        return [Log(f"[Node {self.node_id}] was not running for {gap:.2f} s (its event loop "
+                    "was blocked); its peers' silence meanwhile is not held against them")]
 
     def _leader_alive_above_me(self) -> bool:
         return (self.leader is not None and self.leader > self.node_id

@@ -45,7 +45,8 @@ from nodesvc.indexcopy import Batch, Followed, IndexCopy, IndexFile
 from nodesvc.metrics import Metrics
 from nodesvc.placement import Placement
 from nodesvc.refusals import Refusals
-from nodesvc.replica import ChangeLog, Replica, parse_snapshot
+from nodesvc.relearn import catch_up, relearn
+from nodesvc.replica import ChangeLog, Replica, WholeIndex, decode_snapshot
 from nodesvc.storage import (
     Conflict,
     DiskFull,
@@ -391,23 +392,28 @@ class Node:
             return
         self._fetching_index = True
         try:
-            snapshot = await self._get_index(leader)
+            whole = await self._get_index(leader)
         finally:
             self._fetching_index = False
-        if snapshot is not None and self.election.leader == leader \
-                and self.election.role is Role.FOLLOWER \
-                and self.replica.load(self.index, snapshot, self._node_ids()):
+        if whole is not None and self.election.leader == leader \
+                and self.election.role is Role.FOLLOWER:
+            self.index = whole.index
+            self.replica.adopt(whole)
             self.index_copy.replaced()
             self.metrics.index_fetches.inc()
         # (none: the next heartbeat asks again)
 
-    async def _get_index(self, pid: int) -> object:
-        """A node's GET /peer/index answer, decoded (None if it gave none)."""
+    async def _get_index(self, pid: int) -> WholeIndex | None:
+        """A node's GET /peer/index answer, decoded and checked on a worker thread (None if
+        it gave none, or a malformed one)."""
         try:
             resp = await self._peer_request(pid, "GET", "/peer/index", timeout=30.0)
-            return orjson.loads(resp.body) if resp.status == 200 else None
-        except (PeerUnreachable, orjson.JSONDecodeError):
+        except PeerUnreachable:
             return None
+        if resp.status != 200:
+            return None
+        return await asyncio.get_running_loop().run_in_executor(
+            self.executor, decode_snapshot, resp.body, self._node_ids())
 
     def _after_election_event(self) -> None:
         """React to a change of leader or of the set of live peers."""
@@ -468,41 +474,40 @@ class Node:
             return  # lost (or lost and regained) leadership meanwhile: that sync is stale
         asked = {self.id} | {p for p, names in zip(self.election.peer_ids, results,
                                                    strict=True) if names is not None}
+        copy: dict[str, int] | None = None
         if set(self.election.peer_ids) - asked:
             # Where the names of a node not asked are, another node's copy says (one copy is
             # enough: they are copies of one index).
             for pid in sorted(asked - {self.id}):
-                copy = parse_snapshot(await self._get_index(pid), self._node_ids()) or {}
-                for name, holder in copy.items():
-                    if holder not in asked:
-                        seed.setdefault(name, holder)
-                if copy:
+                whole = await self._get_index(pid)
+                if whole is not None and whole.index:
+                    copy = whole.index
                     break
         if self._leadership != generation or self.election.role is not Role.LEADER:
             return
-        previous = self.index  # ... and placements made while we were asking
-        self.index = {n: self.id for n in self._local_names()}
+        # The index is worked out on a worker thread (relearn.py), from copies; what changes
+        # meanwhile (placements go on during a re-sync) is caught up from the change log.
+        epoch, mark = self.changes.epoch, self.changes.next
+        learnt = await asyncio.get_running_loop().run_in_executor(
+            self.executor, relearn, self.id, self._local_names(),
+            dict(zip(self.election.peer_ids, results, strict=True)), dict(self.index), seed,
+            copy)
+        if self._leadership != generation or self.election.role is not Role.LEADER:
+            return
+        if self.changes.epoch == epoch and mark >= self.changes.base:
+            catch_up(learnt.index, self.changes.changes[mark - self.changes.base:])
+        else:  # (the log moved on too far: take the live index's names once more)
+            for name, holder in self.index.items():
+                learnt.index.setdefault(name, holder)
+        self.index = learnt.index
+        duplicates = learnt.duplicates
         reported = {self.id: len(self.store) + self._inflight()}
-        duplicates: dict[str, set[int]] = {}
         for pid, names in zip(self.election.peer_ids, results, strict=True):
             view = self.election.peers[pid]
             reported[pid] = view.stored + view.inflight
             if names is not None:
-                for name, holders in self._merge_names(pid, names).items():
-                    duplicates.setdefault(name, set()).update(holders)
                 reported[pid] = max(reported[pid], len(names))
-        missing: dict[int, list[str]] = {}
-        for name, holder in previous.items():
-            if name in self.index:
-                continue
-            if holder in asked and seed.get(name) == holder:
-                missing.setdefault(holder, []).append(name)  # asked, and it has it no more
-            else:
-                self.index[name] = holder
-        for name, holder in seed.items():
-            if holder not in asked:  # a node that could not be asked: it still holds these
-                self.index.setdefault(name, holder)
-        for pid, names in sorted(missing.items()):
+        for pid, names in sorted(learnt.missing.items()):
             _say_lost(self.id, pid, sorted(names))
         # (The index counts what was placed while we were asking, and the names a node not
         # asked holds.)

@@ -323,3 +323,39 @@ def test_a_peer_we_cannot_reach_takes_no_work_and_is_probed_until_reached() -> N
     sends = [a.to for a in e.tick(0.31) if isinstance(a, Send)]
     assert sends == [2]  # our own heartbeat probes it
     assert e.reach(2, True) and e.alive_ids() == [1, 2, 3]
+
+
+def _follower_of_3(now: float) -> Election:
+    e = Election(1, [1, 2, 3], T)
+    e.start(now)
+    for peer in (2, 3):
+        e.receive(Message(Kind.ALIVE, peer, 1, None), now)
+    e.receive(Message(Kind.COORDINATOR, 3, 1, 3), now)
+    assert e.role is Role.FOLLOWER and e.leader == 3
+    return e
+
+
+def test_a_follower_that_was_not_running_does_not_blame_its_leader() -> None:
+    """Its event loop blocked for 2 s (a large index to read, say): the leader's heartbeats
+    of that time are waiting in its sockets, not missing."""
+    e = _follower_of_3(0.0)
+    e.tick(0.1)
+    actions = e.tick(2.1)  # the first event after the stall: time has jumped
+    assert e.role is Role.FOLLOWER and e.leader == 3 and e.peers[3].alive
+    assert not any(isinstance(a, Log) and "starting election" in a.text for a in actions)
+    assert any(isinstance(a, Log) and "was not running for 2.00 s" in a.text for a in actions)
+    e.receive(Message(Kind.HEARTBEAT, 3, 1, 3), 2.1)  # ... read right after it
+    assert e.role is Role.FOLLOWER and e.leader == 3
+
+
+def test_a_leader_that_died_during_the_stall_is_still_noticed_after_it() -> None:
+    e = _follower_of_3(0.0)
+    e.tick(0.1)
+    e.tick(2.1)
+    now, elected_at = 2.1, None
+    while now < 4.0 and elected_at is None:
+        now = round(now + 0.01, 6)
+        if now >= e.next_deadline():
+            if any(isinstance(a, Log) and "leader 3 is silent" in a.text for a in e.tick(now)):
+                elected_at = now
+    assert elected_at is not None and elected_at - 2.1 <= T.leader_timeout + 0.02
