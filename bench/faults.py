@@ -3,7 +3,8 @@
     sudo .venv/bin/python -m bench.faults [--reps 10] [--json reports/faults.json]
 
 Needs a lab with cloud-p2p deployed (./demo, or cloudlab up + playbooks/deploy.yml).
-Prints: case, repetitions, time until uploads succeed again (p50, max), uploads, failed
+Prints: case, repetitions, time until uploads succeed again (p50, max), until one leader
+holds for 3 s after the fault is undone (max), uploads, failed
 client requests, and the audit (every acknowledged upload on exactly one host, right sha256,
 no temporary files).
 """

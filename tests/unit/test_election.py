@@ -355,7 +355,7 @@ def test_a_leader_that_died_during_the_stall_is_still_noticed_after_it() -> None
     now, elected_at = 2.1, None
     while now < 4.0 and elected_at is None:
         now = round(now + 0.01, 6)
-        if now >= e.next_deadline():
-            if any(isinstance(a, Log) and "leader 3 is silent" in a.text for a in e.tick(now)):
-                elected_at = now
+        if now >= e.next_deadline() and any(
+                isinstance(a, Log) and "leader 3 is silent" in a.text for a in e.tick(now)):
+            elected_at = now
     assert elected_at is not None and elected_at - 2.1 <= T.leader_timeout + 0.02
