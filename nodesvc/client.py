@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import stat
 import sys
 import time
 from collections.abc import Sequence
@@ -20,7 +21,7 @@ from pathlib import Path
 import orjson
 
 from nodesvc.auth import check_token
-from nodesvc.config import ConfigError, Peer, load_config
+from nodesvc.config import DEFAULTS, ConfigError, Peer, load_config
 from nodesvc.http import HttpClient, PeerUnreachable, Response
 from nodesvc.storage import valid_name
 
@@ -45,8 +46,10 @@ class Cluster:
     """The nodes of one config.json, seen from a client."""
 
     def __init__(self, peers: Sequence[Peer], *, deadline: float = 20.0,
-                 pool_size: int = 16, token: bytes | None = None) -> None:
+                 pool_size: int = 16, token: bytes | None = None,
+                 max_image_bytes: int = DEFAULTS["max_image_bytes"]) -> None:
         self.peers = {p.id: p for p in peers}
+        self.max_image_bytes = max_image_bytes  # the config's: larger uploads are refused
         self.headers = [("authorization", f"Bearer {token.decode()}")] if token else []
         self.order = sorted(self.peers, reverse=True)  # bully: the highest id usually leads
         self.deadline = deadline
@@ -110,8 +113,10 @@ class Cluster:
                     self.leader = node
                 return result
             if time.monotonic() - t0 + delay > self.deadline:
-                return UploadResult(name, 0, None, None, len(data), attempts,
-                                    (time.monotonic() - t0) * 1000, last_error)
+                waited = time.monotonic() - t0
+                return UploadResult(name, 0, None, None, len(data), attempts, waited * 1000,
+                                    f"no node took it in {waited:.0f} s ({attempts} attempts "
+                                    f"on {len(self.peers)} nodes); last: {last_error}")
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
 
@@ -224,26 +229,53 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_command(config, args, token)
     handlers = {"upload": _upload_cmd, "get": _get_cmd, "status": _status_cmd}
     try:
-        return asyncio.run(handlers[args.command](Cluster(config.peers, token=token), args))
+        return asyncio.run(handlers[args.command](
+            Cluster(config.peers, token=token, max_image_bytes=config.max_image_bytes), args))
     except KeyboardInterrupt:
         return 130
 
 
+def check_upload(path: Path, name: str, max_bytes: int, named: bool) -> str | None:
+    """What is wrong with uploading `path` as `name` (None: nothing), found before anything
+    is sent: an invalid name, a file that cannot be read, is empty or is over the cluster's
+    max_image_bytes (a regular file's size is known without reading it)."""
+    if not valid_name(name):
+        hint = "" if named else "; give another with --name"
+        return (f"{name!r} is not a valid image name ([A-Za-z0-9][A-Za-z0-9._-]{{0,254}})"
+                f"{hint}")
+    try:
+        st = path.stat()
+    except OSError as exc:
+        return f"{path}: {exc.strerror}"
+    if stat.S_ISDIR(st.st_mode):
+        return f"{path}: Is a directory"
+    if stat.S_ISREG(st.st_mode):
+        if st.st_size == 0:
+            return f"{path}: empty file (an image needs at least one byte)"
+        if st.st_size > max_bytes:
+            return (f"{path}: {st.st_size} bytes, over the cluster's max_image_bytes "
+                    f"({max_bytes})")
+    return None
+
+
 async def _upload_cmd(cluster: Cluster, args: argparse.Namespace) -> int:
-    if args.name and len(args.files) > 1:
+    if args.name is not None and len(args.files) > 1:
+        await cluster.close()
         print("cloud-p2p-client: error: --name needs exactly one file", file=sys.stderr)
         return 2
-    failed = 0
-    for path in args.files:
-        name = args.name or path.name
-        if not valid_name(name):
-            hint = "" if args.name else "; give another with --name"
-            print(f"cloud-p2p-client: error: {name!r} is not a valid image name "
-                  f"([A-Za-z0-9][A-Za-z0-9._-]{{0,254}}){hint}", file=sys.stderr)
+    jobs = [(path, args.name if args.name is not None else path.name) for path in args.files]
+    for path, name in jobs:  # every file checked before the first is sent
+        problem = check_upload(path, name, cluster.max_image_bytes, args.name is not None)
+        if problem is not None:
+            await cluster.close()
+            print(f"cloud-p2p-client: error: {problem}", file=sys.stderr)
             return 2
+    failed = 0
+    for path, name in jobs:
         try:
             data = path.read_bytes()
         except OSError as exc:
+            await cluster.close()
             print(f"cloud-p2p-client: error: {path}: {exc.strerror}", file=sys.stderr)
             return 2
         r = await cluster.upload(name, data)
@@ -311,8 +343,14 @@ def format_status(peers: dict[int, Peer], infos: dict[int, dict[str, object] | s
     if leader is not None:
         lines.append(f"\nLeader: node {leader} (all reachable nodes agree)")
     else:
-        leaders = {i.get("leader") for i in infos.values() if isinstance(i, dict)}
-        lines.append(f"\nLeader: NOT AGREED ({sorted(map(str, leaders))})")
+        views = {node: i.get("leader") for node, i in sorted(infos.items())
+                 if isinstance(i, dict)}
+        if not views:
+            lines.append("\nLeader: unknown (no node answered)")
+        else:
+            said = ", ".join(f"node {node}: {'none' if view is None else view}"
+                             for node, view in views.items())
+            lines.append(f"\nLeader: NOT AGREED ({said})")
     return "\n".join(lines)
 
 

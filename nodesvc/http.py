@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -631,6 +632,9 @@ _UNREACHABLE = (OSError, TimeoutError, ProtocolError, _StaleConnection)
 
 def _unreachable(host: str, port: int, exc: BaseException) -> PeerUnreachable:
     refused = isinstance(exc, ConnectionRefusedError | ConnectionResetError | _StaleConnection)
-    reason = str(exc) or ("no answer in time" if isinstance(exc, TimeoutError)
-                          else type(exc).__name__)
+    # "connection refused", not "[Errno 111] Connect call failed ('10.0.0.1', 7001)": the
+    # address is said once, in front.
+    errno = exc.errno if isinstance(exc, OSError) else None
+    reason = (os.strerror(errno).lower() if errno else str(exc)) or (
+        "no answer in time" if isinstance(exc, TimeoutError) else type(exc).__name__)
     return PeerUnreachable(f"{host}:{port}: {reason}", refused, reason)
