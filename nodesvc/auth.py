@@ -29,6 +29,7 @@ from collections.abc import Callable
 from nodesvc.digits import ascii_digits
 
 HEADER = "x-cloud-p2p-auth"
+SCHEME = "CloudP2P-Peer"  # the 401 challenge's scheme: sign with the cluster secret
 MIN_SECRET_BYTES = 16
 HEAD_ONLY = "head"  # the signature's last field when it does not cover the body
 # What the MAC covers in place of the body's 32-byte digest: another length, so no body can

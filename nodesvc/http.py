@@ -220,9 +220,15 @@ class HttpServer:
             if length is not None and length > self.limits.max_body:
                 await _send(writer, _too_large(self.limits), close=True)
                 return
+            expect = head.headers.get("expect", "").lower()
+            if expect and expect != "100-continue":  # (RFC 9110 10.1.1; its body unread)
+                await _send(writer, error(417, "expectation failed",
+                                          "the only expectation understood is 100-continue"),
+                            close=True)
+                return
             body = Body(parser, reader, self.limits)
             late_continue = None
-            if head.headers.get("expect", "").lower() == "100-continue":
+            if expect:
                 # "Alive, send on" (see HttpClient). When the whole body came with the head
                 # (a peer sends both at once), the 100 only says "alive": it is sent only if
                 # the answer is slow, which saves a write here and a wake-up at the sender.

@@ -25,6 +25,7 @@ import orjson
 
 from nodesvc import __version__, fdlimit
 from nodesvc.auth import HEADER as AUTH_HEADER
+from nodesvc.auth import SCHEME as PEER_AUTH_SCHEME
 from nodesvc.auth import PeerAuth
 from nodesvc.config import NodeSettings
 from nodesvc.election import Action, Election, Kind, Log, Message, Role, Send, Timings
@@ -695,7 +696,8 @@ class Node:
             if reason is not None:
                 self.metrics.refused_why["peer"].inc()
                 self._log_refusal(f"{req.method} {req.path[:80]}", reason)
-                return error(401, "unauthorized", reason)
+                return error(401, "unauthorized", reason,
+                             headers=[("www-authenticate", PEER_AUTH_SCHEME)])
         elif self._client_token is not None and req.path.startswith("/images") \
                 and req.method in ("PUT", "POST"):
             given = req.headers.get("authorization", "").removeprefix("Bearer ").encode()

@@ -24,11 +24,26 @@ from nodesvc.digits import ascii_digits
 
 REASONS = {
     100: "Continue", 200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request",
-    404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout", 409: "Conflict",
-    411: "Length Required", 413: "Content Too Large", 431: "Request Header Fields Too Large",
+    401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
+    409: "Conflict", 411: "Length Required", 413: "Content Too Large",
+    417: "Expectation Failed", 431: "Request Header Fields Too Large",
     500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
     505: "HTTP Version Not Supported", 507: "Insufficient Storage",
 }
+
+
+def origin_form(target: str) -> str:
+    """A request target as a path (and query): the absolute form a proxy sends,
+    `http://host:port/images/a.png`, is the same request as `/images/a.png` (RFC 9112 3.2.2:
+    a server must accept it)."""
+    scheme, sep, rest = target.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
+        return target
+    slash = rest.find("/")
+    query = rest.find("?")
+    if slash < 0 or 0 <= query < slash:  # no path: the server's root
+        return "/" + rest[query:] if query >= 0 else "/"
+    return rest[slash:]
 
 
 class ProtocolError(Exception):
@@ -192,7 +207,7 @@ class Parser:
         assert head is not None
         if self._kind == "request":
             head.method = self._parser.get_method().decode("ascii", "replace")
-            head.target = self._url.decode("latin-1")
+            head.target = origin_form(self._url.decode("latin-1"))
         else:
             head.status = self._parser.get_status_code()
         head.keep_alive = self._parser.should_keep_alive()

@@ -255,3 +255,24 @@ def test_only_http_1_is_spoken(node: LocalCluster, line: bytes) -> None:
     out = raw(node, 1, line + b"\r\nHost: x\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 505") and b"is not supported" in out, out[:300]
     healthy(node)
+
+
+def test_the_absolute_form_of_a_target_is_the_same_request(node: LocalCluster) -> None:
+    """What a proxy sends (RFC 9112 3.2.2: a server must accept it)."""
+    base = f"http://{node.host}:{node.ports[1]}".encode()
+    out = raw(node, 1, b"GET " + base + b"/images/keep.png HTTP/1.1\r\nHost: x\r\n"
+                       b"Connection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 200 OK") and out.endswith(b"\x89PNG\r\n\x1a\nkeep"), out[:300]
+    out = raw(node, 2, b"GET " + base + b"/healthz HTTP/1.1\r\nHost: x\r\n"
+                       b"Connection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 200 OK"), out[:300]
+
+
+def test_an_expectation_other_than_100_continue_is_417_and_stores_nothing(
+        node: LocalCluster) -> None:
+    before = {n: set(node.files(n)) for n in node.ports}
+    out = raw(node, 1, b"PUT /images/ok-expect.png HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\n"
+                       b"Content-Length: 4\r\n\r\nabcd")
+    assert out.startswith(b"HTTP/1.1 417 Expectation Failed"), out[:300]
+    assert {n: set(node.files(n)) for n in node.ports} == before
+    assert node.request(1, "GET", "/images/ok-expect.png")[0] == 404

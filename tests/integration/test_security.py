@@ -131,3 +131,17 @@ def test_a_peer_whose_clock_is_off_is_named_with_its_offset_once_a_minute(
     log = cluster.wait_log(2, "outside the time window")
     lines = [x for x in log.splitlines() if "outside the time window" in x]
     assert len(lines) == 1 and "node 1's clock reads +90" in lines[0], lines
+
+
+def test_an_unsigned_peer_request_gets_a_proper_401(cluster: LocalCluster) -> None:
+    import http.client
+
+    conn = http.client.HTTPConnection(cluster.host, cluster.ports[1], timeout=5)
+    try:
+        conn.request("GET", "/peer/index")
+        resp = conn.getresponse()
+        resp.read()
+        assert (resp.status, resp.reason) == (401, "Unauthorized")
+        assert resp.headers["www-authenticate"] == "CloudP2P-Peer"
+    finally:
+        conn.close()
