@@ -339,6 +339,11 @@ def format_status(peers: dict[int, Peer], infos: dict[int, dict[str, object] | s
             if isinstance(peer, dict) and peer.get("reachable") is False and peer.get("alive"):
                 lines.append(f"Link: node {node} cannot reach node {peer.get('id')}, "
                              "whose messages arrive (blocked in one direction?)")
+    for node, info in sorted(infos.items()):
+        named = info.get("leader") if isinstance(info, dict) else None
+        if isinstance(named, int) and named not in peers:
+            lines.append(f"Config: node {node} follows node {named}, which this client's "
+                         "config.json does not list (a stale config? use the cluster's)")
     leader = _agreed_leader(infos)
     if leader is not None:
         lines.append(f"\nLeader: node {leader} (all reachable nodes agree)")
@@ -368,15 +373,19 @@ def _configs_agree(infos: dict[int, dict[str, object] | str]) -> bool:
 
 
 def healthy(infos: dict[int, dict[str, object] | str]) -> bool:
-    """Every node answers, all name the same leader, and all run the same config (a node
-    with other settings, e.g. a half-done deploy, says CONFIG MISMATCH)."""
+    """Every node answers, all name the same leader, one this client's config lists, and all
+    run the same config (a node with other settings, e.g. a half-done deploy, says CONFIG
+    MISMATCH)."""
     answering = all(isinstance(i, dict) for i in infos.values())
-    return answering and _agreed_leader(infos) is not None and _configs_agree(infos)
+    leader = _agreed_leader(infos)
+    return answering and leader is not None and _configs_agree(infos) \
+        and leader in infos  # (a leader this client's config does not list: a stale config)
 
 
 async def _status_cmd(cluster: Cluster, args: argparse.Namespace) -> int:
     """0: healthy(); 1: a node does not answer, the nodes do not agree on a leader
-    (Leader: NOT AGREED, e.g. a split brain), or their configs differ (CONFIG MISMATCH)."""
+    (Leader: NOT AGREED, e.g. a split brain) or follow one this client does not know of
+    (a stale config.json), or their configs differ (CONFIG MISMATCH)."""
     infos = await cluster.status_all()
     await cluster.close()
     print(format_status(cluster.peers, infos))

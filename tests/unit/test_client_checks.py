@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nodesvc.client import check_upload, format_status, main
+from nodesvc.client import check_upload, format_status, healthy, main
 from nodesvc.config import Peer
 
 
@@ -51,3 +51,15 @@ def test_the_status_table_says_which_node_names_which_leader() -> None:
     assert "Leader: NOT AGREED (node 1: 2, node 2: none)" in split
     nobody = format_status(peers, {1: "unreachable (refused)", 2: "unreachable (refused)"})
     assert "Leader: unknown (no node answered)" in nobody
+
+
+def test_a_leader_the_clients_config_does_not_list_is_flagged() -> None:
+    peers = {1: Peer(1, "10.0.0.1", 7001), 2: Peer(2, "10.0.0.2", 7002)}
+    infos: dict[int, dict[str, object] | str] = {
+        1: {"leader": 3, "role": "follower", "config_hash": "h"},
+        2: {"leader": 3, "role": "follower", "config_hash": "h"}}
+    table = format_status(peers, infos)
+    assert "node 1 follows node 3, which this client's config.json does not list" in table
+    assert not healthy(infos)
+    infos[1]["leader"] = infos[2]["leader"] = 2  # type: ignore[index]
+    assert healthy(infos) and "does not list" not in format_status(peers, infos)
