@@ -157,8 +157,7 @@ def start_host(n: int) -> None:
 
 
 def ssh(n: int, command: list[str]) -> int:
-    _check_machine()
-    h = HostPlan(n)
+    h = _existing(n)
     if hosts.pid_of(h) is None:
         raise LabError(f"{h.name} is not running (python -m cloudlab status)")
     args = ["ssh", *hosts.SSH_OPTS, "-i", str(hosts.KEY), f"root@{h.address}", *command]

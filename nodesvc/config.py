@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -112,7 +113,8 @@ def parse_address(text: object, where: str) -> tuple[str, int]:
 def _positive_int(data: Mapping[str, Any], key: str, source: str) -> int:
     value = data.get(key, DEFAULTS[key])
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{source}: {key} must be a positive integer, got {value!r}")
+        raise ConfigError(f"{source}: {key} must be a positive integer, got "
+                          f"{json.dumps(value)}")  # (as config.json spells it: true, not True)
     return value
 
 

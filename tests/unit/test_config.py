@@ -53,7 +53,9 @@ def test_the_seed_config_parses_with_defaults_and_sorted_peers() -> None:
     (b'{"peers": [{"id": 1, "address": "a:1"}], "heartbeat_ms": 0}',
      "heartbeat_ms must be a positive integer"),
     (b'{"peers": [{"id": 1, "address": "a:1"}], "heartbeat_ms": true}',
-     "heartbeat_ms must be a positive integer"),
+     "heartbeat_ms must be a positive integer, got true"),
+    (b'{"peers": [{"id": 1, "address": "a:1"}], "heartbeat_ms": "150"}',
+     'heartbeat_ms must be a positive integer, got "150"'),
     (b'{"peers": [{"id": 1, "address": "a:1"}], "leader_timeout_ms": 100}',
      "leader_timeout_ms must be larger than heartbeat_ms"),
 ])
