@@ -527,7 +527,7 @@ class Node:
                  self.election.term, len(self.index),
                  {n: self.placement.count(n) for n in sorted(reported)})
         if duplicates:
-            self._spawn(self._resolve_duplicates(duplicates, learnt.told))
+            self._spawn(self._resolve_duplicates(duplicates))
 
     async def _sync_peer(self, pid: int) -> None:
         # A node that comes back is seen twice (its election, then alive again): one sync.
@@ -541,11 +541,10 @@ class Node:
         if names is None or self.election.role is not Role.LEADER:
             return
         self._forget_lost(pid, set(names))
-        told = {}  # (the index's holder of a name it finds there too: the one told about)
-        duplicates = self._merge_names(pid, names, told)
+        duplicates = self._merge_names(pid, names)
         self.placement.observe(pid, len(names))
         if duplicates:
-            await self._resolve_duplicates(duplicates, told)
+            await self._resolve_duplicates(duplicates)
 
     def _forget_lost(self, pid: int, names: set[str]) -> None:
         """A node came back without images it held (its disk was wiped or replaced): say so
@@ -560,28 +559,23 @@ class Node:
         self.placement.lost(pid, len(lost))
         _say_lost(self.id, pid, lost)
 
-    def _merge_names(self, pid: int, names: list[str],
-                     told: dict[str, int]) -> dict[str, set[int]]:
+    def _merge_names(self, pid: int, names: list[str]) -> dict[str, set[int]]:
         """Add a node's names to the index; return the names some other node holds too,
-        with the nodes that claim them (and in `told`, the holder the index had)."""
+        with the nodes that claim them."""
         duplicates: dict[str, set[int]] = {}
         for name in names:
             holder = self.index.setdefault(name, pid)
             if holder != pid:
                 duplicates[name] = {holder, pid}
-                told[name] = holder
             elif self.index_ready.is_set():
                 self._record(name, pid)  # (before: the whole index is sent anyway)
         return duplicates
 
-    async def _resolve_duplicates(self, names: dict[str, set[int]],
-                                  told: dict[str, int]) -> None:
+    async def _resolve_duplicates(self, names: dict[str, set[int]]) -> None:
         """Two nodes hold one name. That happens when a node stored an image and died before
         answering, and the client's retry was placed elsewhere. The bytes are the same: keep
-        the copy the index had (`told`: where the leader recorded the name when it answered
-        the client), else the newest (the retry, as a rule the one the client was told
-        about), and delete the others. Copies with different bytes are never deleted, only
-        reported."""
+        the newest copy (the retry, the one the client was told about), delete the others.
+        Copies with different bytes are never deleted, only reported."""
         for name, claimed in sorted(names.items()):
             metas: dict[int, tuple[str, int]] = {}
             for attempt in range(20):
@@ -601,8 +595,7 @@ class Node:
                 log.error("[Node %d] !!! CONFLICT: %s has different bytes on nodes %s; "
                           "left as is", self.id, name, sorted(metas))
                 continue
-            keep = told[name] if told.get(name) in metas \
-                else max(metas, key=lambda p: (metas[p][1], -p))
+            keep = max(metas, key=lambda p: (metas[p][1], -p))
             for pid, (sha, _) in metas.items():
                 if pid != keep and await self._drop_copy(pid, name, sha):
                     log.info("[Node %d] removed duplicate of %s from node %d (kept node %d)",

@@ -21,8 +21,6 @@ class Learnt:
     index: dict[str, int]             # name -> the node holding it
     duplicates: dict[str, set[int]]   # names that more than one node says it holds
     missing: dict[int, list[str]]     # names a node was asked for and no longer holds
-    told: dict[str, int]              # of the duplicates: the copy the index had (the one a
-                                      # client was told about), where it is one of them
 
 
 def relearn(me: int, local: list[str], answers: dict[int, list[str] | None],
@@ -59,12 +57,7 @@ def relearn(me: int, local: list[str], answers: dict[int, list[str] | None],
     for name, holder in seed.items():
         if holder not in asked:  # a node that could not be asked: it still holds these
             index.setdefault(name, holder)
-    told = {}
-    for name, claimants in duplicates.items():
-        recorded = previous.get(name, seed.get(name))
-        if recorded in claimants:
-            told[name] = recorded
-    return Learnt(index, duplicates, missing, told)
+    return Learnt(index, duplicates, missing)
 
 
 def catch_up(index: dict[str, int], changes: list[Change]) -> None:

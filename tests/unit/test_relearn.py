@@ -20,15 +20,6 @@ def test_each_name_goes_to_the_node_that_says_it_holds_it() -> None:
 def test_a_name_two_nodes_hold_is_a_duplicate_and_keeps_its_first_holder() -> None:
     learnt = relearn(3, ["x.png"], {1: ["x.png"], 2: ["x.png"]}, previous={}, seed={})
     assert learnt.index == {"x.png": 3} and learnt.duplicates == {"x.png": {1, 2, 3}}
-    assert learnt.told == {}  # no record of which copy a client was told about
-
-
-def test_of_a_duplicate_the_copy_the_index_had_is_the_one_told_about() -> None:
-    """The leader recorded x.png on node 2 when it answered the client; node 1 has a copy
-    too (stored, then it died before answering). Resolution keeps node 2's."""
-    learnt = relearn(3, [], {1: ["x.png", "y.png"], 2: ["x.png", "y.png"]},
-                     previous={"x.png": 2, "y.png": 3}, seed={"x.png": 1})
-    assert learnt.told == {"x.png": 2}  # y.png: the record names neither copy
 
 
 def test_a_node_not_asked_keeps_its_names_and_an_asked_node_that_lost_one_is_named() -> None:
