@@ -127,7 +127,15 @@ def power_cut_leader() -> Callable[[], None]:
     def undo() -> None:
         network.set_link(h, up=True)
         hosts.start(h)  # the same disk: a reboot, not a new machine
-        hosts.wait_ready(h)
+        try:
+            hosts.wait_ready(h)
+        except hosts.ContainerExited as exc:
+            # Seen once in eight runs of the lab's fault tests: right after a power cut the
+            # container booted and then its nspawn ended. A machine that does not come up
+            # is switched on again; so is this one, once (the line says it happened).
+            print(f"{exc}: starting it again", flush=True)
+            hosts.start(h)
+            hosts.wait_ready(h)
     return undo
 
 

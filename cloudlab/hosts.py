@@ -152,13 +152,29 @@ def system_state(host: HostPlan) -> str:
     return state if state else f"ssh-failed({r.returncode})"
 
 
+class ContainerExited(RuntimeError):
+    """The container's nspawn ended while we waited for it to boot."""
+
+
+def _exit_note(host: HostPlan) -> str:
+    """nspawn's exit status, if this process started it (and so can reap it)."""
+    try:
+        pid = int(host.pid_file.read_text())
+        waited, status = os.waitpid(pid, os.WNOHANG)
+    except (OSError, ValueError):
+        return ""
+    return f" (systemd-nspawn exit status {os.waitstatus_to_exitcode(status)})" \
+        if waited == pid else ""
+
+
 def wait_ready(host: HostPlan, timeout: float = 90.0) -> str:
     """Wait for SSH to work and systemd to be up (`degraded` is normal in a container)."""
     deadline = time.monotonic() + timeout
     state = "unknown"
     while time.monotonic() < deadline:
         if pid_of(host) is None:
-            raise RuntimeError(f"{host.name}: the container exited; see {host.log_file}")
+            raise ContainerExited(f"{host.name}: the container exited{_exit_note(host)}; "
+                                  f"see {host.log_file}")
         state = system_state(host)
         if state in ("running", "degraded"):
             return state
