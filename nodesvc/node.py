@@ -46,8 +46,8 @@ from nodesvc.indexcopy import Batch, Followed, IndexCopy, IndexFile
 from nodesvc.metrics import Metrics
 from nodesvc.placement import Placement
 from nodesvc.refusals import Refusals
-from nodesvc.relearn import catch_up, relearn
-from nodesvc.replica import ChangeLog, Replica, WholeIndex, decode_snapshot
+from nodesvc.relearn import relearn
+from nodesvc.replica import ChangeLog, Replica, WholeIndex, apply_changes, decode_snapshot
 from nodesvc.storage import (
     Conflict,
     DiskFull,
@@ -496,7 +496,7 @@ class Node:
         if self._leadership != generation or self.election.role is not Role.LEADER:
             return
         if self.changes.epoch == epoch and mark >= self.changes.base:
-            catch_up(learnt.index, self.changes.changes[mark - self.changes.base:])
+            apply_changes(learnt.index, self.changes.changes[mark - self.changes.base:])
         else:  # (the log moved on too far: take the live index's names once more)
             for name, holder in self.index.items():
                 learnt.index.setdefault(name, holder)

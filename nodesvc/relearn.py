@@ -6,14 +6,12 @@ held up the leader's heartbeats for longer than `leader_timeout_ms`, its followe
 silent and elected again, which made it learn the index again: elections without end on a
 cluster that stores many images. The changes the leader makes to its index while this runs
 (placements go on during a re-sync) are applied afterwards from its change log
-(`catch_up`).
+(`replica.apply_changes`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from nodesvc.replica import Change
 
 
 @dataclass(frozen=True)
@@ -59,11 +57,3 @@ def relearn(me: int, local: list[str], answers: dict[int, list[str] | None],
             index.setdefault(name, holder)
     return Learnt(index, duplicates, missing)
 
-
-def catch_up(index: dict[str, int], changes: list[Change]) -> None:
-    """Apply to a learnt index the changes made to the live one since its inputs were taken."""
-    for name, holder in changes:
-        if holder is None:
-            index.pop(name, None)
-        else:
-            index[name] = holder

@@ -95,11 +95,7 @@ class Replica:
         parsed = [parse_change(c, nodes) for c in changes]
         if any(c is None for c in parsed):
             return False
-        for name, holder in parsed:  # type: ignore[misc]
-            if holder is None:
-                index.pop(name, None)
-            else:
-                index[name] = holder
+        apply_changes(index, parsed)  # type: ignore[arg-type]
         self.next = end
         return False
 
@@ -109,12 +105,12 @@ class Replica:
 
     def load(self, index: dict[str, int], snapshot: object, nodes: set[int]) -> bool:
         """Replace `index` with a whole one (GET /peer/index); False if it is malformed."""
-        fresh = parse_snapshot(snapshot, nodes)
-        if fresh is None:
+        whole = whole_index(snapshot, nodes)
+        if whole is None:
             return False
         index.clear()
-        index.update(fresh)
-        self.epoch, self.next = snapshot["epoch"], snapshot["next"]  # type: ignore[index]
+        index.update(whole.index)
+        self.adopt(whole)
         return True
 
 
@@ -133,13 +129,26 @@ def decode_snapshot(body: bytes, nodes: set[int]) -> WholeIndex | None:
     busy machine): the node runs it on a worker thread, so that its event loop goes on
     answering heartbeats meanwhile."""
     try:
-        snapshot = orjson.loads(body)
+        return whole_index(orjson.loads(body), nodes)
     except orjson.JSONDecodeError:
         return None
+
+
+def whole_index(snapshot: object, nodes: set[int]) -> WholeIndex | None:
+    """A decoded GET /peer/index answer, checked; None if it is malformed."""
     fresh = parse_snapshot(snapshot, nodes)
     if fresh is None:
         return None
-    return WholeIndex(fresh, snapshot["epoch"], snapshot["next"])
+    return WholeIndex(fresh, snapshot["epoch"], snapshot["next"])  # type: ignore[index]
+
+
+def apply_changes(index: dict[str, int], changes: list[Change]) -> None:
+    """Apply (name, holder) changes in order; holder None: the name is no longer held."""
+    for name, holder in changes:
+        if holder is None:
+            index.pop(name, None)
+        else:
+            index[name] = holder
 
 
 def parse_snapshot(snapshot: object, nodes: set[int]) -> dict[str, int] | None:

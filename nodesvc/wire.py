@@ -36,6 +36,8 @@ def origin_form(target: str) -> str:
     """A request target as a path (and query): the absolute form a proxy sends,
     `http://host:port/images/a.png`, is the same request as `/images/a.png` (RFC 9112 3.2.2:
     a server must accept it)."""
+    if target[:1] == "/":  # (the usual origin form: nothing to do, on every request)
+        return target
     scheme, sep, rest = target.partition("://")
     if not sep or scheme.lower() not in ("http", "https"):
         return target

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import orjson
 
-from nodesvc.relearn import catch_up, relearn
-from nodesvc.replica import WholeIndex, decode_snapshot
+from nodesvc.relearn import relearn
+from nodesvc.replica import WholeIndex, apply_changes, decode_snapshot
 
 NODES = {1, 2, 3}
 
@@ -38,7 +38,7 @@ def test_another_nodes_copy_says_where_a_node_not_asked_keeps_its_names() -> Non
 
 def test_changes_made_while_it_ran_are_caught_up() -> None:
     index = {"a.png": 1, "b.png": 2}
-    catch_up(index, [("c.png", 3), ("a.png", None), ("b.png", 1)])
+    apply_changes(index, [("c.png", 3), ("a.png", None), ("b.png", 1)])
     assert index == {"b.png": 1, "c.png": 3}
 
 
